@@ -1,0 +1,326 @@
+"""Datasets as packed arrays, split views, on-disk caching.
+
+A :class:`MolDataset` stores every molecule of a dataset in flat arrays (PyG-style
+"collated" storage: per-atom arrays plus per-molecule offsets), so that loading 130k
+molecules from cache is a single ``np.load`` and collating a batch is vectorised gathers.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import zipfile
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from harness.io import atomic_path, atomic_write_json
+from harness.types import PERIODIC_TABLE, MolBatch, MolRecord, collate_arrays, pack_records
+
+
+def default_cache_dir() -> Path:
+    """``$L3DG_CACHE_DIR`` if set, else the user's cache directory (e.g. ~/.cache/l3dg)."""
+    env = os.environ.get("L3DG_CACHE_DIR")
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("l3dg"))
+
+
+def fingerprint_of(obj: Any, length: int = 16) -> str:
+    """Stable short hash of a JSON-serialisable object (sorted keys)."""
+    text = json.dumps(obj, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def _gather_ranges(ptr: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Flat row indices of the ranges ``ptr[i]:ptr[i+1]`` for i in ``index``, and lengths."""
+    starts = ptr[index]
+    lengths = ptr[index + 1] - starts
+    total = int(lengths.sum())
+    offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+    return offsets + np.arange(total), lengths
+
+
+@dataclass
+class PackedMolecules:
+    """M molecules in flat arrays.
+
+    Attributes:
+        numbers: [A] atomic numbers; pos: [A, 3] float32 Å; charges: [A] formal charges.
+        atom_ptr: [M + 1] offsets: molecule m owns atoms ``atom_ptr[m]:atom_ptr[m+1]``.
+        bonds: [E, 3] (i, j, order) with molecule-local i < j; bond_ptr: [M + 1].
+        props: [M, P] float (units in the dataset's ``prop_units``).
+        smiles: [M] reference SMILES ("" if none); names: [M] identifiers.
+        bond_ok: [M] bool, False where bond perception failed (bonds empty).
+    """
+
+    numbers: np.ndarray
+    pos: np.ndarray
+    charges: np.ndarray
+    atom_ptr: np.ndarray
+    bonds: np.ndarray
+    bond_ptr: np.ndarray
+    props: np.ndarray
+    smiles: np.ndarray
+    names: np.ndarray
+    bond_ok: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.atom_ptr) - 1
+
+    @property
+    def counts(self) -> np.ndarray:
+        """[M] atoms per molecule."""
+        return np.diff(self.atom_ptr)
+
+    @classmethod
+    def from_records(cls, records: Sequence[MolRecord], bond_ok: Sequence[bool] | None = None
+                     ) -> "PackedMolecules":
+        numbers, pos, charges, counts, bonds, bond_counts, props = pack_records(records)
+        return cls(
+            numbers=numbers, pos=pos, charges=charges,
+            atom_ptr=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+            bonds=bonds, bond_ptr=np.concatenate([[0], np.cumsum(bond_counts)]).astype(np.int64),
+            props=props, smiles=np.array([r.smiles for r in records], dtype=str),
+            names=np.array([r.name for r in records], dtype=str),
+            bond_ok=np.ones(len(records), bool) if bond_ok is None else np.asarray(bond_ok, bool),
+        )
+
+    def take(self, index: np.ndarray | Sequence[int]) -> "PackedMolecules":
+        """The molecules at ``index`` (vectorised gather, no loop over molecules)."""
+        index = np.asarray(index, dtype=np.int64)
+        atoms, counts = _gather_ranges(self.atom_ptr, index)
+        bond_rows, bond_counts = _gather_ranges(self.bond_ptr, index)
+        return PackedMolecules(
+            numbers=self.numbers[atoms], pos=self.pos[atoms], charges=self.charges[atoms],
+            atom_ptr=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+            bonds=self.bonds[bond_rows],
+            bond_ptr=np.concatenate([[0], np.cumsum(bond_counts)]).astype(np.int64),
+            props=self.props[index], smiles=self.smiles[index], names=self.names[index],
+            bond_ok=self.bond_ok[index],
+        )
+
+    def without_hydrogens(self) -> "PackedMolecules":
+        """Drop H atoms and their bonds; heavy-atom bond indices are renumbered."""
+        keep = self.numbers != 1
+        mol_of_atom = np.repeat(np.arange(len(self)), self.counts)
+        new_counts = np.bincount(mol_of_atom[keep], minlength=len(self))
+        # new molecule-local index of each kept atom = kept atoms before it in its molecule
+        kept_before = np.cumsum(keep) - keep
+        local_new = kept_before - np.repeat((np.cumsum(keep) - keep)[self.atom_ptr[:-1]]
+                                            if len(self) else np.zeros(0, np.int64), self.counts)
+        mol_of_bond = np.repeat(np.arange(len(self)), np.diff(self.bond_ptr))
+        gi = self.atom_ptr[mol_of_bond] + self.bonds[:, 0]
+        gj = self.atom_ptr[mol_of_bond] + self.bonds[:, 1]
+        bond_keep = keep[gi] & keep[gj]
+        bonds = np.stack([local_new[gi], local_new[gj], self.bonds[:, 2]], 1)[bond_keep]
+        bond_counts = np.bincount(mol_of_bond[bond_keep], minlength=len(self))
+        return PackedMolecules(
+            numbers=self.numbers[keep], pos=self.pos[keep], charges=self.charges[keep],
+            atom_ptr=np.concatenate([[0], np.cumsum(new_counts)]).astype(np.int64),
+            bonds=bonds.reshape(-1, 3).astype(np.int64),
+            bond_ptr=np.concatenate([[0], np.cumsum(bond_counts)]).astype(np.int64),
+            props=self.props, smiles=self.smiles, names=self.names, bond_ok=self.bond_ok,
+        )
+
+    def record(self, m: int) -> MolRecord:
+        a0, a1 = self.atom_ptr[m], self.atom_ptr[m + 1]
+        b0, b1 = self.bond_ptr[m], self.bond_ptr[m + 1]
+        return MolRecord(numbers=self.numbers[a0:a1], pos=self.pos[a0:a1],
+                         bonds=self.bonds[b0:b1], charges=self.charges[a0:a1],
+                         smiles=str(self.smiles[m]), props=self.props[m], name=str(self.names[m]))
+
+    # -- persistence ------------------------------------------------------------------------
+    def save(self, path: Path) -> None:
+        with atomic_path(path, ".npz") as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **{f.name: getattr(self, f.name) for f in fields(self)})
+
+    @classmethod
+    def load(cls, path: Path) -> "PackedMolecules":
+        with np.load(path, allow_pickle=False) as data:
+            return cls(**{f.name: data[f.name] for f in fields(cls)})
+
+    def checksum(self) -> str:
+        h = hashlib.sha256()
+        for f in fields(self):
+            arr = np.ascontiguousarray(getattr(self, f.name))
+            h.update(f.name.encode())
+            h.update(arr.tobytes() if arr.dtype.kind != "U" else "\x00".join(arr.tolist()).encode())
+        return h.hexdigest()[:16]
+
+
+@dataclass
+class MolDataset(torch.utils.data.Dataset):
+    """Molecules of one dataset (or one split of it).
+
+    Attributes:
+        name: e.g. ``"qm9"`` or ``"qm9:train"``.
+        packed: the molecules.
+        elements: element vocabulary (``atom_types`` index into it).
+        prop_names / prop_units: property columns of ``packed.props`` and their units.
+        splits: split name -> indices into ``packed`` (only on a whole dataset).
+        fingerprint: identifies the data and options (keys caches built from it).
+        info: provenance (source files, preprocessing stats, skipped records).
+    """
+
+    name: str
+    packed: PackedMolecules
+    elements: tuple[str, ...]
+    prop_names: tuple[str, ...] = ()
+    prop_units: tuple[str, ...] = ()
+    splits: dict[str, np.ndarray] = field(default_factory=dict)
+    fingerprint: str = ""
+    cache_dir: Path | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.packed)
+
+    def __getitem__(self, index: int) -> MolRecord:
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(f"{self.name}: index {index} out of range ({len(self)} molecules)")
+        return self.packed.record(index)
+
+    def records(self) -> list[MolRecord]:
+        return [self.packed.record(m) for m in range(len(self))]
+
+    @property
+    def atom_counts(self) -> np.ndarray:
+        """[M] atoms per molecule."""
+        return self.packed.counts
+
+    @property
+    def smiles(self) -> list[str]:
+        return self.packed.smiles.tolist()
+
+    def split(self, name: str) -> "MolDataset":
+        """The molecules of split ``name`` (e.g. train / val / test)."""
+        if name in ("all", "", None):
+            return self
+        if name not in self.splits:
+            raise KeyError(f"{self.name} has no split {name!r}; splits: {sorted(self.splits) or 'none'}")
+        return self.subset(self.splits[name], f"{self.name}:{name}")
+
+    def subset(self, index: np.ndarray | Sequence[int], name: str | None = None) -> "MolDataset":
+        index = np.asarray(index, dtype=np.int64)
+        return MolDataset(
+            name=name or f"{self.name}[{len(index)}]", packed=self.packed.take(index),
+            elements=self.elements, prop_names=self.prop_names, prop_units=self.prop_units,
+            fingerprint=fingerprint_of([self.fingerprint, name, index.tobytes().hex()[:64],
+                                        len(index), int(index.sum()) if len(index) else 0]),
+            cache_dir=self.cache_dir, info=self.info,
+        )
+
+    def batch(self, index: np.ndarray | Sequence[int] | torch.Tensor) -> MolBatch:
+        """Dense padded batch of the molecules at ``index``."""
+        p = self.packed.take(np.asarray(index, dtype=np.int64))
+        return collate_arrays(p.numbers, p.pos, p.charges, np.diff(p.atom_ptr), p.bonds,
+                              np.diff(p.bond_ptr), p.props, self.elements,
+                              names=p.names.tolist())
+
+    def iter_batches(self, batch_size: int, shuffle: bool = False, seed: int = 0,
+                     drop_last: bool = False) -> Iterator[MolBatch]:
+        order = np.random.default_rng(seed).permutation(len(self)) if shuffle else np.arange(len(self))
+        stop = len(order) - (len(order) % batch_size if drop_last else 0)
+        for start in range(0, stop, batch_size):
+            yield self.batch(order[start:start + batch_size])
+
+    def stats(self) -> dict[str, Any]:
+        """Counts for ``l3dg data``: molecules per split, atom-count histogram, elements."""
+        counts = self.atom_counts
+        z, n = np.unique(self.packed.numbers, return_counts=True)
+        return {
+            "name": self.name,
+            "molecules": len(self),
+            "splits": {k: int(len(v)) for k, v in self.splits.items()},
+            "atoms_per_molecule": {"min": int(counts.min()), "mean": float(counts.mean()),
+                                   "max": int(counts.max())} if len(counts) else {},
+            "atom_count_histogram": {int(k): int(v) for k, v in zip(*np.unique(counts, return_counts=True))},
+            "element_counts": {PERIODIC_TABLE[int(a)]: int(b) for a, b in zip(z, n)},
+            "bond_perception_failures": int((~self.packed.bond_ok).sum()),
+        }
+
+
+def deterministic_split(n: int, sizes: dict[str, int], seed: int) -> dict[str, np.ndarray]:
+    """Cormorant/EDM-style split: one seeded permutation cut into consecutive pieces in the
+    order given by ``sizes`` (the last size may be -1 for "the rest")."""
+    perm = np.random.RandomState(seed).permutation(n)
+    out, start = {}, 0
+    for k, (name, size) in enumerate(sizes.items()):
+        stop = n if size < 0 else start + size
+        out[name] = perm[start:stop]
+        start = stop
+    return out
+
+
+def subset_splits(splits: dict[str, np.ndarray], total: int) -> dict[str, np.ndarray]:
+    """Keep ``total`` molecules, in each split's proportion, taking each split's first
+    indices (splits are already in random order, so subsets are nested and deterministic)."""
+    n_all = sum(len(v) for v in splits.values())
+    if total >= n_all:
+        return splits
+    out = {}
+    for name, idx in splits.items():
+        k = max(1, int(round(total * len(idx) / n_all)))
+        out[name] = idx[:k]
+    return out
+
+
+def splits_checksum(splits: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(splits):
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(splits[name], dtype=np.int64).tobytes())
+    return h.hexdigest()[:16]
+
+
+class DatasetCache:
+    """A folder holding one preprocessed dataset: ``molecules.npz`` + ``meta.json``.
+
+    ``meta.json`` stores the fingerprint of everything that shaped the preprocessing and the
+    checksum of the arrays; a mismatch of either means the cache is stale (or damaged) and
+    must be rebuilt.
+    """
+
+    def __init__(self, root: Path, dataset: str, fingerprint: str):
+        self.dir = Path(root) / "datasets" / f"{dataset}-{fingerprint}"
+        self.fingerprint = fingerprint
+
+    @property
+    def data_path(self) -> Path:
+        return self.dir / "molecules.npz"
+
+    @property
+    def meta_path(self) -> Path:
+        return self.dir / "meta.json"
+
+    def load(self) -> tuple[PackedMolecules, dict[str, Any]] | None:
+        """The cached molecules and meta, or None when missing or stale."""
+        if not (self.data_path.exists() and self.meta_path.exists()):
+            return None
+        try:
+            meta = json.loads(self.meta_path.read_text())
+            if meta.get("fingerprint") != self.fingerprint:
+                return None
+            packed = PackedMolecules.load(self.data_path)
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            return None
+        if meta.get("checksum") != packed.checksum():
+            return None
+        return packed, meta
+
+    def store(self, packed: PackedMolecules, meta: dict[str, Any]) -> dict[str, Any]:
+        meta = dict(meta, fingerprint=self.fingerprint, checksum=packed.checksum(),
+                    created=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        packed.save(self.data_path)
+        atomic_write_json(self.meta_path, meta)
+        return meta

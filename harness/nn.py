@@ -1,0 +1,291 @@
+"""Shared neural-network building blocks (torch only, no heavy imports).
+
+:class:`DenseEGNN` is a fully connected E(n)-equivariant graph network on dense, padded
+batches. It computes the same function class as EDM's EGNN (Hoogeboom et al., 2022; layer
+layout in :class:`DenseEGNN`'s docstring) with the same parameter layout, but evaluates it
+with less arithmetic:
+
+* The first layer of every edge MLP, ``W [h_i; h_j; e_ij] + b``, is split into per-node
+  products ``W_i h_i + b`` and ``W_j h_j`` (computed once per atom, not once per pair) plus a
+  rank-``E`` pair term ``W_e e_ij``. Only the second ``H x H`` layer runs per pair.
+* All pair work lives in dense ``[B, N, N, H]`` tensors; aggregation over neighbours is a
+  batched matrix product that folds in the attention gate and the pair mask.
+* Molecules of very different sizes are regrouped (sorted, split, each group trimmed to its
+  own largest molecule) so padded pairs are not computed (``group_size``).
+
+Generators wrap it as a denoiser (``generators/denoisers/egnn.py``); spaces may use it as an
+encoder/decoder. Both import it from here (spaces never import generators).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["DenseEGNN", "PairLinear", "pair_geometry", "remove_mean", "masked_mean"]
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over real atoms. ``x: [B, N, D]``, ``mask: [B, N]`` -> ``[B, 1, D]``."""
+    m = mask.to(x.dtype)[..., None]
+    return (x * m).sum(1, keepdim=True) / m.sum(1, keepdim=True).clamp_min(1.0)
+
+
+def remove_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Project ``x: [B, N, 3]`` onto the zero centre-of-mass subspace of the real atoms
+    (padded rows are set to zero). Idempotent."""
+    m = mask.to(x.dtype)[..., None]
+    return (x - masked_mean(x, mask)) * m
+
+
+def pair_geometry(x: torch.Tensor, norm_constant: float = 1.0):
+    """Pair geometry of ``x: [B, N, 3]``.
+
+    Returns:
+        sq_dist: [B, N, N] squared distances ``|x_i - x_j|^2``.
+        unit_diff: [B, N, N, 3] ``(x_i - x_j) / (|x_i - x_j| + norm_constant)``.
+    """
+    diff = x[:, :, None, :] - x[:, None, :, :]
+    sq_dist = (diff * diff).sum(-1)
+    unit_diff = diff / (torch.sqrt(sq_dist + 1e-8) + norm_constant)[..., None]
+    return sq_dist, unit_diff
+
+
+class PairLinear(nn.Module):
+    """``Linear(2 * in_dim + edge_dim, out_dim)`` applied to every pair ``[h_i; h_j; e_ij]``,
+    evaluated without forming the concatenation.
+
+    The parameters are exactly those of the concatenated ``nn.Linear`` (``weight [out,
+    2 * in + edge]``, ``bias [out]``), so a state dict of the naive layer loads unchanged;
+    ``forward`` splits ``weight`` into its node-i, node-j and edge column blocks.
+    """
+
+    def __init__(self, in_dim: int, edge_dim: int, out_dim: int):
+        super().__init__()
+        self.in_dim, self.edge_dim, self.out_dim = in_dim, edge_dim, out_dim
+        ref = nn.Linear(2 * in_dim + edge_dim, out_dim)  # default init of the naive layer
+        self.weight = nn.Parameter(ref.weight.detach().clone())
+        self.bias = nn.Parameter(ref.bias.detach().clone())
+
+    def forward(self, h: torch.Tensor, edge1: torch.Tensor) -> torch.Tensor:
+        """``h: [B, N, in]``, ``edge1: [B, N, N, E + 1]`` pair features with a trailing column
+        of ones -> ``[B, N, N, out]``, entry ``(i, j) = W [h_i; h_j; e_ij]
+        + b``.
+
+        Cost: two node-level products plus one batched product with inner size ``E + 1``
+        (``[e_ij, 1] @ [W_e^T; W_i h_i + b]``) and one broadcast add of ``W_j h_j``.
+        """
+        d, B, N = self.in_dim, h.shape[0], h.shape[1]
+        if edge1.shape[-1] != self.edge_dim + 1:
+            raise ValueError(f"PairLinear expects {self.edge_dim} edge features plus a ones "
+                             f"column, got {edge1.shape[-1]} columns")
+        a = F.linear(h, self.weight[:, :d], self.bias)                 # [B, N, H]  receiver i
+        c = F.linear(h, self.weight[:, d:2 * d])                       # [B, N, H]  sender j
+        w_e = self.weight[:, 2 * d:].t()                               # [E, H]
+        rhs = torch.cat([w_e.expand(B, N, *w_e.shape), a[:, :, None, :]], dim=2)  # [B,N,E+1,H]
+        out = torch.matmul(edge1, rhs)                                 # [B, N, N, H]
+        return out.add_(c[:, None, :, :])
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_dim}, edge={self.edge_dim}, out={self.out_dim} (factorised)"
+
+
+def _silu(t: torch.Tensor) -> torch.Tensor:
+    """SiLU, in place when no graph is being recorded (saves a pass over pair tensors)."""
+    return F.silu(t, inplace=not torch.is_grad_enabled())
+
+
+class _GCL(nn.Module):
+    """Invariant message-passing sublayer (EDM's GCL): edge MLP ``PairLinear-SiLU-Linear-
+    SiLU``, attention gate ``Linear(H, 1)-Sigmoid``, sum aggregation / ``agg_norm``, node MLP
+    ``Linear(2H, H)-SiLU-Linear(H, H)`` with a residual connection."""
+
+    def __init__(self, hidden: int, edge_dim: int, attention: bool, agg_norm: float):
+        super().__init__()
+        self.edge_in = PairLinear(hidden, edge_dim, hidden)
+        self.edge_out = nn.Linear(hidden, hidden)
+        self.att = nn.Linear(hidden, 1) if attention else None
+        self.node_mlp = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.SiLU(),
+                                      nn.Linear(hidden, hidden))
+        self.agg_norm = agg_norm
+
+    def forward(self, h, edge1, pair_mask, node_mask):
+        """``h: [B, N, H]``, ``edge1: [B, N, N, E + 1]``, ``pair_mask: [B, N, N]`` float,
+        ``node_mask: [B, N, 1]`` float -> ``[B, N, H]``."""
+        B, N, H = h.shape
+        m = _silu(self.edge_out(_silu(self.edge_in(h, edge1))))       # [B, N, N, H]
+        w = pair_mask
+        if self.att is not None:
+            w = w * torch.sigmoid(self.att(m)).squeeze(-1)             # [B, N, N]
+        # sum_j w_ij m_ij as one batched product: [B*N, 1, N] @ [B*N, N, H]
+        agg = torch.bmm(w.reshape(B * N, 1, N), m.reshape(B * N, N, H)).view(B, N, H)
+        if self.agg_norm != 1.0:
+            agg = agg / self.agg_norm
+        return (h + self.node_mlp(torch.cat([h, agg], dim=-1))) * node_mask
+
+
+class _CoordUpdate(nn.Module):
+    """Equivariant coordinate update (EDM's EquivariantUpdate): ``phi_ij = MLP(h_i, h_j,
+    e_ij)`` with layers ``PairLinear-SiLU-Linear-SiLU-Linear(H, 1, no bias)``;
+    ``x_i += sum_j unit_diff_ij * tanh(phi_ij) * range / agg_norm``."""
+
+    def __init__(self, hidden: int, edge_dim: int, coords_range: float, tanh: bool,
+                 agg_norm: float):
+        super().__init__()
+        self.edge_in = PairLinear(hidden, edge_dim, hidden)
+        self.hidden = nn.Linear(hidden, hidden)
+        self.out = nn.Linear(hidden, 1, bias=False)
+        nn.init.xavier_uniform_(self.out.weight, gain=0.001)
+        self.coords_range, self.tanh, self.agg_norm = coords_range, tanh, agg_norm
+
+    def forward(self, h, x, edge1, unit_diff, pair_mask, node_mask):
+        """``x: [B, N, 3]``, ``unit_diff: [B, N, N, 3]`` -> updated ``x: [B, N, 3]``."""
+        B, N, _ = x.shape
+        phi = self.out(_silu(self.hidden(_silu(self.edge_in(h, edge1))))).squeeze(-1)
+        if self.tanh:
+            phi = torch.tanh(phi) * self.coords_range
+        w = phi * pair_mask                                            # [B, N, N]
+        delta = torch.bmm(w.reshape(B * N, 1, N), unit_diff.reshape(B * N, N, 3)).view(B, N, 3)
+        return (x + delta / self.agg_norm) * node_mask
+
+
+class _Block(nn.Module):
+    """``sublayers`` GCLs then one coordinate update. Pair features: squared distance at
+    block start (with coordinates), then the network-level features ``edge0``."""
+
+    def __init__(self, hidden, edge_dim, sublayers, attention, coords_range, tanh, agg_norm,
+                 norm_constant, coords):
+        super().__init__()
+        self.gcls = nn.ModuleList(_GCL(hidden, edge_dim, attention, agg_norm)
+                                  for _ in range(sublayers))
+        self.coord = (_CoordUpdate(hidden, edge_dim, coords_range, tanh, agg_norm)
+                      if coords else None)
+        self.norm_constant = norm_constant
+
+    def forward(self, h, x, edge0, pair_mask, node_mask):
+        """``edge0: [B, N, N, E0 + 1]`` network-level pair features with the ones column."""
+        if self.coord is not None:
+            sq_dist, unit_diff = pair_geometry(x, self.norm_constant)
+            edge1 = torch.cat([sq_dist[..., None], edge0], dim=-1)
+        else:
+            edge1 = edge0
+        for gcl in self.gcls:
+            h = gcl(h, edge1, pair_mask, node_mask)
+        if self.coord is not None:
+            x = self.coord(h, x, edge1, unit_diff, pair_mask, node_mask)
+        return h, x
+
+
+class DenseEGNN(nn.Module):
+    """Fully connected E(n)-equivariant GNN on dense padded batches (EDM's layout).
+
+    Layout: ``embedding Linear(in, H)`` -> ``layers`` x [``sublayers`` x GCL (edge MLP
+    ``Linear(2H + E, H)-SiLU-Linear(H, H)-SiLU``, attention ``Linear(H, 1)-Sigmoid``, node MLP
+    ``Linear(2H, H)-SiLU-Linear(H, H)`` residual, sum aggregation / ``agg_norm``) then a
+    coordinate update (``Linear(2H + E, H)-SiLU-Linear(H, H)-SiLU-Linear(H, 1, no bias)``,
+    ``tanh * coords_range / layers``, direction ``(x_i - x_j) / (|x_i - x_j| + norm_constant)``)]
+    -> ``Linear(H, out)``. Pair features ``E``: the squared distance at block start and at the
+    network input (``input_distances``), plus ``edge_dim`` caller features. Self-pairs and
+    padded atoms are masked out of every sum. Padded rows of the outputs are zero.
+
+    With ``coords=False`` it is a plain fully connected invariant GNN on ``h`` (no distances,
+    no coordinate updates; pass ``x=None``).
+
+    Args:
+        in_dim / out_dim: node feature widths.
+        hidden: H. layers: equivariant blocks. sublayers: GCLs per block.
+        edge_dim: extra invariant pair features passed as ``edge_attr``.
+        coords: carry and update coordinates (E(n)-equivariant) or not (invariant GNN).
+        agg_norm: sums over neighbours are divided by this (EDM's normalization_factor).
+        group_size: when the batch holds more than ``2 * group_size`` molecules, sort them by
+            atom count and evaluate groups of about ``group_size`` molecules, each trimmed to
+            its own largest molecule (exact: molecules never interact; fewer padded pairs).
+            0 disables.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, hidden: int = 256, layers: int = 9,
+                 sublayers: int = 2, edge_dim: int = 0, coords: bool = True,
+                 attention: bool = True, tanh: bool = True, coords_range: float = 15.0,
+                 norm_constant: float = 1.0, agg_norm: float = 1.0,
+                 input_distances: bool = True, group_size: int = 16):
+        super().__init__()
+        if min(in_dim, out_dim, hidden, layers) < 1 or sublayers < 0 or edge_dim < 0:
+            raise ValueError(f"DenseEGNN: bad sizes in_dim={in_dim} out_dim={out_dim} "
+                             f"hidden={hidden} layers={layers} sublayers={sublayers} "
+                             f"edge_dim={edge_dim}")
+        if agg_norm <= 0:
+            raise ValueError(f"DenseEGNN: agg_norm must be > 0, got {agg_norm}")
+        self.in_dim, self.out_dim, self.hidden, self.edge_dim = in_dim, out_dim, hidden, edge_dim
+        self.coords = coords
+        self.input_distances = bool(input_distances and coords)
+        self.group_size = int(group_size)
+        self.embedding = nn.Linear(in_dim, hidden)
+        pair_dim = int(coords) + int(self.input_distances) + edge_dim
+        self.blocks = nn.ModuleList(
+            _Block(hidden, pair_dim, sublayers, attention, coords_range / layers, tanh,
+                   agg_norm, norm_constant, coords) for _ in range(layers))
+        self.embedding_out = nn.Linear(hidden, out_dim)
+
+    def forward(self, h: torch.Tensor, x: torch.Tensor | None, mask: torch.Tensor,
+                edge_attr: torch.Tensor | None = None):
+        """``h: [B, N, in]``, ``x: [B, N, 3]`` (None when ``coords=False``), ``mask: [B, N]``
+        bool, ``edge_attr: [B, N, N, edge_dim]`` invariant pair features -> ``(h_out [B, N,
+        out], x_out [B, N, 3] or None)``."""
+        if h.dim() != 3 or h.shape[-1] != self.in_dim or mask.shape != h.shape[:2]:
+            raise ValueError(f"DenseEGNN expects h [B, N, {self.in_dim}] and mask [B, N], got "
+                             f"{tuple(h.shape)} and {tuple(mask.shape)}")
+        if self.coords and (x is None or x.shape != (*mask.shape, 3)):
+            raise ValueError(f"DenseEGNN(coords=True) needs x [B, N, 3] matching mask "
+                             f"{tuple(mask.shape)}, got {None if x is None else tuple(x.shape)}")
+        if not self.coords and x is not None:
+            raise ValueError("DenseEGNN(coords=False) takes no coordinates; pass x=None")
+        if (edge_attr is None) != (self.edge_dim == 0) or (
+                edge_attr is not None and edge_attr.shape != (*mask.shape, mask.shape[1],
+                                                              self.edge_dim)):
+            raise ValueError(f"DenseEGNN was built with edge_dim={self.edge_dim}; pass "
+                             f"edge_attr [B, N, N, {self.edge_dim}] accordingly")
+        mask = mask.bool()
+        if self.group_size and h.shape[0] > 2 * self.group_size:
+            return self._grouped(h, x, mask, edge_attr)
+        return self._dense(h, x, mask, edge_attr)
+
+    def _grouped(self, h, x, mask, edge_attr):
+        """Evaluate molecules in size-sorted groups, each trimmed to its used atom slots."""
+        B, N = mask.shape
+        order = torch.argsort(mask.sum(1), descending=True, stable=True)
+        n_groups = max(1, round(B / self.group_size))
+        bounds = [round(k * B / n_groups) for k in range(n_groups + 1)]
+        h_out = h.new_zeros(B, N, self.out_dim)
+        x_out = None if x is None else torch.zeros_like(x)
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            idx = order[lo:hi]
+            cols = mask[idx].any(0).nonzero().flatten()   # atom slots used by this group
+            if cols.numel() == 0:
+                continue
+            rows, cc = idx[:, None], cols[None, :]
+            e = None if edge_attr is None else edge_attr[rows, cc][:, :, cols]
+            hg, xg = self._dense(h[rows, cc], None if x is None else x[rows, cc],
+                                 mask[rows, cc], e)
+            h_out = h_out.index_put((rows, cc), hg)
+            if x_out is not None:
+                x_out = x_out.index_put((rows, cc), xg)
+        return h_out, x_out
+
+    def _dense(self, h, x, mask, edge_attr):
+        B, N = mask.shape
+        node_mask = mask.to(h.dtype)[..., None]                                  # [B, N, 1]
+        eye = torch.eye(N, dtype=torch.bool, device=mask.device)
+        pair_mask = ((mask[:, :, None] & mask[:, None, :]) & ~eye).to(h.dtype)   # [B, N, N]
+        parts = []
+        if self.input_distances:
+            parts.append(pair_geometry(x)[0][..., None])
+        if edge_attr is not None:
+            parts.append(edge_attr.to(h.dtype))
+        parts.append(h.new_ones(B, N, N, 1))
+        edge0 = torch.cat(parts, -1)                                             # [B,N,N,E0+1]
+        h = self.embedding(h) * node_mask
+        for block in self.blocks:
+            h, x = block(h, x, edge0, pair_mask, node_mask)
+        return self.embedding_out(h) * node_mask, x

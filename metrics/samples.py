@@ -1,0 +1,399 @@
+"""The molecules being scored, packed flat, with views that metric families share.
+
+:class:`Samples` stores M molecules PyG-style (per-atom arrays plus per-molecule offsets), so
+memory is linear in the number of atoms whatever the largest molecule is; dense padded
+tensors are made a chunk at a time (:meth:`Samples.dense`) for the vectorised distance
+tests. Intermediate results several families need (bonds resolved from the input or
+perceived with ``rdDetermineBonds``, RDKit validity, SMILES) are computed once and kept in
+:attr:`Samples.cache`.
+
+Bond provenance is explicit: ``bonds_known[m]`` says whether molecule m's given bonds are
+authoritative (a decoder that predicts bonds, a dataset, an SDF with a bond block), and
+``bond_mode`` says how the bond-based metrics resolve them:
+
+* ``"auto"``: the given bonds where known, ``rdDetermineBonds`` (Hückel retry) elsewhere;
+* ``"perceive"``: ignore given bonds, perceive every molecule;
+* ``"given"``: the given bonds for every molecule (none given = no bonds).
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from harness.types import PERIODIC_TABLE, MolBatch, MolRecord
+
+BOND_MODES = ("auto", "perceive", "given")
+#: bond_source labels that mean "use the given bonds"; the label is kept as the origin.
+GIVEN_LABELS = ("given", "decoder", "dataset", "file", "batch")
+PERCEIVER = "rdDetermineBonds (charge 0, Hückel retry)"
+
+
+def parse_bond_source(bond_source: str) -> tuple[str, str | None]:
+    """``bond_source`` argument -> (bond_mode, origin label of given bonds)."""
+    if bond_source == "auto":
+        return "auto", None
+    if bond_source == "perceive":
+        return "perceive", None
+    if bond_source in GIVEN_LABELS:
+        return "given", bond_source
+    raise ValueError(f"bond_source must be one of auto, perceive, "
+                     f"{', '.join(GIVEN_LABELS)}; got {bond_source!r}")
+
+
+@dataclass
+class ResolvedBonds:
+    """Bonds (and formal charges) the bond-based metrics use.
+
+    Attributes:
+        bonds: [E, 3] int64 (i, j, order), molecule-local, i < j; bond_ptr: [M + 1].
+        charges: [A] int64 formal charges (given ones, or those perception assigned).
+        status: [M] str: ``"given"``, ``"perceived"`` or ``"failed"`` (perception failed;
+            the molecule has no bonds here and counts as invalid).
+        reasons: molecule index -> why perception failed.
+    """
+
+    bonds: np.ndarray
+    bond_ptr: np.ndarray
+    charges: np.ndarray
+    status: np.ndarray
+    reasons: dict[int, str]
+
+    def of(self, m: int) -> np.ndarray:
+        return self.bonds[self.bond_ptr[m]:self.bond_ptr[m + 1]]
+
+    def counts(self) -> dict[str, int]:
+        values, counts = np.unique(self.status, return_counts=True)
+        return {str(v): int(c) for v, c in zip(values, counts)}
+
+
+class Samples:
+    """M molecules in flat arrays.
+
+    Attributes:
+        numbers: [A] int64 atomic numbers.
+        pos: [A, 3] float64 coordinates, Å.
+        charges: [A] int64 given formal charges.
+        atom_ptr: [M + 1] int64; molecule m owns atoms ``atom_ptr[m]:atom_ptr[m+1]``.
+        bonds: [E, 3] int64 given bonds (i, j, order), molecule-local with i < j.
+        bond_ptr: [M + 1] int64.
+        bonds_known: [M] bool, given bonds are authoritative for the molecule.
+        bond_mode: ``auto`` / ``perceive`` / ``given`` (see the module doc).
+        bond_origin: label of the given bonds (``decoder``, ``file``, ``dataset``, ...).
+        names: [M] identifiers.
+        skipped: input records that could not be used, as ``{"source", "index", "reason"}``.
+        cache: shared intermediate results (keyed by the family that made them).
+    """
+
+    def __init__(self, numbers: np.ndarray, pos: np.ndarray, charges: np.ndarray,
+                 atom_ptr: np.ndarray, bonds: np.ndarray, bond_ptr: np.ndarray,
+                 bonds_known: np.ndarray, bond_mode: str = "auto", bond_origin: str = "given",
+                 names: Sequence[str] | None = None, skipped: Sequence[dict] = ()):
+        if bond_mode not in BOND_MODES:
+            raise ValueError(f"bond_mode must be one of {BOND_MODES}, got {bond_mode!r}")
+        self.numbers = np.asarray(numbers, np.int64).reshape(-1)
+        self.pos = np.asarray(pos, np.float64).reshape(-1, 3)
+        self.charges = np.asarray(charges, np.int64).reshape(-1)
+        self.atom_ptr = np.asarray(atom_ptr, np.int64).reshape(-1)
+        self.bonds = np.asarray(bonds, np.int64).reshape(-1, 3)
+        self.bond_ptr = np.asarray(bond_ptr, np.int64).reshape(-1)
+        self.bonds_known = np.asarray(bonds_known, bool).reshape(-1)
+        self.bond_mode = bond_mode
+        self.bond_origin = bond_origin
+        m = len(self.atom_ptr) - 1
+        self.names = list(names) if names is not None else [str(k) for k in range(m)]
+        self.skipped = list(skipped)
+        self.cache: dict[Any, Any] = {}
+        if not (len(self.pos) == len(self.numbers) == len(self.charges) == self.atom_ptr[-1]):
+            raise ValueError("Samples: per-atom arrays disagree with atom_ptr")
+        if len(self.bond_ptr) != m + 1 or self.bond_ptr[-1] != len(self.bonds) \
+                or len(self.bonds_known) != m:
+            raise ValueError("Samples: bond arrays disagree with the molecule count")
+        if len(self.numbers) and not np.isfinite(self.pos).all():
+            raise ValueError("Samples: coordinates contain NaN or inf")
+
+    # -- constructors -----------------------------------------------------------------------
+    @classmethod
+    def from_records(cls, records: Sequence[MolRecord], bond_source: str = "auto",
+                     bonds_known: Sequence[bool] | None = None,
+                     skipped: Sequence[dict] = ()) -> "Samples":
+        """From records. By default a record's bonds are known when it has any (or has a
+        single atom); pass ``bonds_known`` to say otherwise (e.g. a decoder's output,
+        where "no bonds" is an answer)."""
+        mode, origin = parse_bond_source(bond_source)
+        counts = np.fromiter((r.n_atoms for r in records), np.int64, len(records))
+        bond_counts = np.fromiter((len(r.bonds) for r in records), np.int64, len(records))
+        cat = (lambda xs, shape, dt: np.concatenate(xs).astype(dt) if len(xs) else np.zeros(shape, dt))
+        if bonds_known is None:
+            bonds_known = (bond_counts > 0) | (counts <= 1)
+        return cls(
+            numbers=cat([r.numbers for r in records], (0,), np.int64),
+            pos=cat([r.pos for r in records], (0, 3), np.float64),
+            charges=cat([r.charges for r in records], (0,), np.int64),
+            atom_ptr=np.concatenate([[0], np.cumsum(counts)]),
+            bonds=cat([r.bonds for r in records], (0, 3), np.int64),
+            bond_ptr=np.concatenate([[0], np.cumsum(bond_counts)]),
+            bonds_known=np.asarray(bonds_known, bool), bond_mode=mode,
+            bond_origin=origin or "given", names=[r.name or str(k) for k, r in enumerate(records)],
+            skipped=skipped,
+        )
+
+    @classmethod
+    def from_batch(cls, batch: MolBatch, bond_source: str = "auto") -> "Samples":
+        """From a padded batch; its bonds (when present) are authoritative for every
+        molecule, including molecules with none. ``bond_source`` ``auto`` labels them
+        ``batch``."""
+        mode, origin = parse_bond_source(bond_source)
+        records = batch.to_records()
+        known = np.full(len(records), batch.bonds is not None)
+        samples = cls.from_records(records, "given" if mode == "given" else mode, known)
+        samples.bond_origin = origin or "batch"
+        return samples
+
+    @classmethod
+    def from_mols(cls, mols: Sequence[Any], bond_source: str = "auto") -> "Samples":
+        """From RDKit molecules with conformers; a ``None`` entry (a failed sample) is
+        recorded in :attr:`skipped`."""
+        from harness.chem import RecordError, mol_to_record
+
+        records, skipped = [], []
+        for k, mol in enumerate(mols):
+            if mol is None:
+                skipped.append({"source": "input", "index": k, "reason": "no molecule (None)"})
+                continue
+            try:
+                records.append(mol_to_record(mol))
+            except RecordError as err:
+                skipped.append({"source": "input", "index": k, "reason": str(err)})
+        return cls.from_records(records, bond_source, skipped=skipped)
+
+    @classmethod
+    def from_dataset(cls, dataset: Any, bond_source: str = "auto",
+                     limit: int | None = None) -> "Samples":
+        """From a :class:`~harness.data.MolDataset` (uses its packed arrays when present);
+        molecules whose bond perception failed at preprocessing have unknown bonds."""
+        packed = getattr(dataset, "packed", None)
+        if packed is None:
+            records = list(dataset.records())
+            if limit is not None:
+                records = records[:limit]
+            samples = cls.from_records(records, bond_source)
+            if samples.bond_origin == "given" and bond_source == "auto":
+                samples.bond_origin = "dataset"
+            return samples
+        if limit is not None and limit < len(packed):
+            packed = packed.take(np.arange(limit))
+        mode, origin = parse_bond_source(bond_source)
+        known = getattr(packed, "bond_ok", None)
+        known = np.ones(len(packed), bool) if known is None else np.asarray(known, bool)
+        return cls(numbers=packed.numbers, pos=packed.pos, charges=packed.charges,
+                   atom_ptr=packed.atom_ptr, bonds=packed.bonds, bond_ptr=packed.bond_ptr,
+                   bonds_known=known, bond_mode=mode, bond_origin=origin or "dataset",
+                   names=[str(n) for n in packed.names])
+
+    @classmethod
+    def coerce(cls, data: Any, bond_source: str = "auto") -> "Samples":
+        """Samples from a :class:`Samples`, :class:`MolBatch`, dataset, or a sequence of
+        :class:`MolRecord` / RDKit ``Mol`` (None entries allowed)."""
+        if isinstance(data, Samples):
+            return data
+        if isinstance(data, MolBatch):
+            return cls.from_batch(data, bond_source)
+        if hasattr(data, "packed") or (hasattr(data, "records") and hasattr(data, "elements")):
+            return cls.from_dataset(data, bond_source)
+        items = list(data)
+        if all(isinstance(x, MolRecord) for x in items):
+            return cls.from_records(items, bond_source)
+        return cls.from_mols(items, bond_source)
+
+    # -- shape --------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.atom_ptr) - 1
+
+    @property
+    def counts(self) -> np.ndarray:
+        """[M] atoms per molecule."""
+        return np.diff(self.atom_ptr)
+
+    @property
+    def n_atoms(self) -> int:
+        return int(len(self.numbers))
+
+    @property
+    def mol_of_atom(self) -> np.ndarray:
+        """[A] molecule index of each atom."""
+        if "mol_of_atom" not in self.cache:
+            self.cache["mol_of_atom"] = np.repeat(np.arange(len(self)), self.counts)
+        return self.cache["mol_of_atom"]
+
+    @property
+    def symbols(self) -> list[str]:
+        """Element symbols present, by atomic number."""
+        return [PERIODIC_TABLE[z] for z in np.unique(self.numbers)]
+
+    def given_bonds(self, m: int) -> np.ndarray:
+        return self.bonds[self.bond_ptr[m]:self.bond_ptr[m + 1]]
+
+    def atoms(self, m: int) -> slice:
+        return slice(int(self.atom_ptr[m]), int(self.atom_ptr[m + 1]))
+
+    def record(self, m: int) -> MolRecord:
+        a = self.atoms(m)
+        return MolRecord(numbers=self.numbers[a], pos=self.pos[a], bonds=self.given_bonds(m),
+                         charges=self.charges[a], name=self.names[m])
+
+    def take(self, index: Sequence[int] | np.ndarray) -> "Samples":
+        """The molecules at ``index`` (a new :class:`Samples`, empty cache)."""
+        index = np.asarray(index, np.int64).reshape(-1)
+        atoms, counts = _gather_ranges(self.atom_ptr, index)
+        rows, bond_counts = _gather_ranges(self.bond_ptr, index)
+        return Samples(numbers=self.numbers[atoms], pos=self.pos[atoms],
+                       charges=self.charges[atoms],
+                       atom_ptr=np.concatenate([[0], np.cumsum(counts)]),
+                       bonds=self.bonds[rows], bond_ptr=np.concatenate([[0], np.cumsum(bond_counts)]),
+                       bonds_known=self.bonds_known[index], bond_mode=self.bond_mode,
+                       bond_origin=self.bond_origin, names=[self.names[i] for i in index])
+
+    def head(self, n: int | None) -> "Samples":
+        """The first ``n`` molecules (self when n is None or covers everything)."""
+        if n is None or n >= len(self):
+            return self
+        return self.take(np.arange(n))
+
+    def fingerprint(self) -> str:
+        """Content hash (atoms, coordinates, given bonds, bond mode)."""
+        h = hashlib.sha256()
+        for arr in (self.numbers, self.pos.astype(np.float32), self.charges, self.atom_ptr,
+                    self.bonds, self.bond_ptr, self.bonds_known):
+            h.update(np.ascontiguousarray(arr).tobytes())
+        h.update(self.bond_mode.encode())
+        return h.hexdigest()[:16]
+
+    # -- dense views --------------------------------------------------------------------------
+    def dense(self, start: int, stop: int, dtype: torch.dtype = torch.float64
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Padded tensors of molecules ``start:stop``: atomic numbers ``[b, N]`` (0 in
+        padding), positions ``[b, N, 3]`` (Å, ``dtype``), mask ``[b, N]``."""
+        counts = self.counts[start:stop]
+        b = len(counts)
+        n = int(counts.max()) if b else 0
+        a0, a1 = self.atom_ptr[start], self.atom_ptr[stop]
+        mol = np.repeat(np.arange(b), counts)
+        slot = np.arange(a1 - a0) - np.repeat(self.atom_ptr[start:stop] - a0, counts)
+        z = np.zeros((b, n), np.int64)
+        z[mol, slot] = self.numbers[a0:a1]
+        pos = np.zeros((b, n, 3), np.float64)
+        pos[mol, slot] = self.pos[a0:a1]
+        mask = np.zeros((b, n), bool)
+        mask[mol, slot] = True
+        return torch.from_numpy(z), torch.from_numpy(pos).to(dtype), torch.from_numpy(mask)
+
+    def chunks(self, max_pairs: int = 2_000_000) -> Iterator[tuple[int, int]]:
+        """``(start, stop)`` molecule ranges whose dense pair tensors ``[b, N, N]`` hold at
+        most ``max_pairs`` entries."""
+        m = len(self)
+        start = 0
+        counts = self.counts
+        while start < m:
+            n = int(counts[start:start + 4096].max())
+            size = max(1, min(4096, max_pairs // max(1, n * n)))
+            stop = min(m, start + size)
+            yield start, stop
+            start = stop
+
+    def to_batch(self, elements: Sequence[str] | None = None) -> MolBatch:
+        """A padded :class:`MolBatch` with the given bonds (vocabulary: ``elements`` or
+        the elements present)."""
+        from harness.types import collate_arrays
+
+        elements = tuple(elements) if elements is not None else tuple(self.symbols)
+        return collate_arrays(self.numbers, self.pos.astype(np.float32), self.charges,
+                              self.counts, self.bonds, np.diff(self.bond_ptr),
+                              np.zeros((len(self), 0), np.float32), elements,
+                              names=self.names)
+
+    # -- resolved bonds -----------------------------------------------------------------------
+    def resolved_bonds(self) -> ResolvedBonds:
+        """Bonds for the bond-based metrics according to :attr:`bond_mode` (cached)."""
+        key = ("resolved_bonds", self.bond_mode)
+        if key in self.cache:
+            return self.cache[key]
+        m = len(self)
+        if self.bond_mode == "given":
+            use_given = np.ones(m, bool)
+        elif self.bond_mode == "perceive":
+            use_given = self.counts <= 1
+        else:
+            use_given = self.bonds_known | (self.counts <= 1)
+        to_perceive = np.flatnonzero(~use_given)
+        jobs = [(self.numbers[self.atoms(k)], self.pos[self.atoms(k)]) for k in to_perceive]
+        from metrics.parallel import chunked_map
+
+        results = chunked_map(_perceive_chunk, jobs, min_items=1500)
+        status = np.where(use_given, "given", "perceived").astype(object)
+        charges = self.charges.copy()
+        per_mol: list[np.ndarray] = [self.given_bonds(k) for k in range(m)]
+        reasons: dict[int, str] = {}
+        for k, (bonds, mol_charges, reason) in zip(to_perceive.tolist(), results):
+            if bonds is None:
+                status[k] = "failed"
+                reasons[k] = reason
+                per_mol[k] = np.zeros((0, 3), np.int64)
+            else:
+                per_mol[k] = bonds
+                charges[self.atoms(k)] = mol_charges
+        counts = np.fromiter((len(b) for b in per_mol), np.int64, m)
+        resolved = ResolvedBonds(
+            bonds=np.concatenate(per_mol).astype(np.int64) if m else np.zeros((0, 3), np.int64),
+            bond_ptr=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+            charges=charges, status=status.astype(str), reasons=reasons)
+        self.cache[key] = resolved
+        return resolved
+
+    def bond_source_summary(self) -> dict[str, Any]:
+        """How the bond-based metrics got their bonds: a label and per-source counts."""
+        resolved = self.resolved_bonds()
+        counts = resolved.counts()
+        parts = []
+        if counts.get("given"):
+            parts.append(self.bond_origin)
+        if counts.get("perceived") or counts.get("failed"):
+            parts.append(PERCEIVER)
+        label = " + ".join(parts) if parts else "none"
+        out = {"label": label, "mode": self.bond_mode, "given_origin": self.bond_origin,
+               "counts": counts}
+        if resolved.reasons:
+            out["perception_failures"] = [
+                {"molecule": self.names[k], "reason": r} for k, r in list(resolved.reasons.items())[:20]]
+        return out
+
+
+def _perceive_chunk(jobs: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[tuple]:
+    """Worker: ``rdDetermineBonds`` on each (numbers, pos); (bonds, charges, None) or
+    (None, None, reason)."""
+    from harness.chem import RecordError, bonds_of, perceive_bonds
+
+    out = []
+    for numbers, pos in jobs:
+        try:
+            mol = perceive_bonds(numbers, pos)
+            charges = np.array([a.GetFormalCharge() for a in mol.GetAtoms()], np.int64)
+            out.append((bonds_of(mol), charges, None))
+        except RecordError as err:
+            out.append((None, None, str(err)))
+        except Exception as err:  # RDKit chemistry errors of odd geometries
+            out.append((None, None, f"bond perception failed ({type(err).__name__}: {err})"))
+    return out
+
+
+def _gather_ranges(ptr: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Flat row indices of the ranges ``ptr[i]:ptr[i+1]`` for i in ``index``, and lengths."""
+    starts = ptr[index]
+    lengths = ptr[index + 1] - starts
+    total = int(lengths.sum())
+    offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths) \
+        if len(index) else np.zeros(0, np.int64)
+    return (offsets + np.arange(total)).astype(np.int64), lengths

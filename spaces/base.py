@@ -1,0 +1,109 @@
+"""The diffusion-space interface every backend implements (one file per backend).
+
+A space maps molecules to the latent a generator diffuses and back::
+
+    space = SPACES.get("raw")(elements=("H", "C", "N", "O", "F"), **options)
+    space.fit(train_batches, val_batches)       # trains its autoencoder, if any
+    latent = space.encode(mol_batch)             # -> LatentBatch, shapes per space.spec
+    molecules = space.decode(latent)             # -> MolBatch (bonds or None)
+    space.save(run_dir / "space"); SPACES.get("raw").load(run_dir / "space")
+
+Generators see only ``space.spec`` (kind, width, symmetry, dim(n)), never the space.
+"""
+from __future__ import annotations
+
+import abc
+import json
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Iterable, Sequence
+
+import torch
+
+from harness.io import atomic_write_json
+from harness.types import LatentBatch, LatentSpec, MolBatch
+
+BatchSource = Callable[[], Iterable[MolBatch]]
+"""A zero-argument callable returning a fresh iterable of batches (one epoch)."""
+
+
+class Space(abc.ABC):
+    """Base class of diffusion spaces.
+
+    Subclasses set ``name`` (the registry name), implement :attr:`spec`, :meth:`encode`,
+    :meth:`decode`, and (for autoencoders) :meth:`fit`, :meth:`state_dict` and
+    :meth:`load_state_dict`. ``options`` are the keyword arguments of ``__init__``; they are
+    saved with the weights so :meth:`load` rebuilds the same space.
+    """
+
+    name: ClassVar[str] = "base"
+    #: where decoded bonds come from: "decoder" (the space predicts them) or "perceive"
+    #: (bonds must be inferred from coordinates by the metric suite).
+    bond_source: ClassVar[str] = "perceive"
+    #: True when fit() trains something (the study runner skips it otherwise).
+    trainable: ClassVar[bool] = False
+
+    def __init__(self, elements: Sequence[str], **options: Any):
+        self.elements = tuple(elements)
+        self.options = dict(options)
+        self.fit_stats: dict[str, Any] = {}
+
+    # -- the interface ----------------------------------------------------------------------
+    @property
+    @abc.abstractmethod
+    def spec(self) -> LatentSpec:
+        """The latent's declared shape and symmetry."""
+
+    @abc.abstractmethod
+    def encode(self, batch: MolBatch) -> LatentBatch:
+        """Molecules -> latents (deterministic)."""
+
+    @abc.abstractmethod
+    def decode(self, latent: LatentBatch) -> MolBatch:
+        """Latents -> molecules; ``bonds`` is None unless ``bond_source == "decoder"``."""
+
+    def fit(self, train: BatchSource, val: BatchSource | None = None,
+            progress: bool = True) -> dict[str, Any]:
+        """Train the space's autoencoder (no-op for fixed spaces). Returns fit statistics
+        (losses, epochs, seconds) that are also kept in :attr:`fit_stats`."""
+        return self.fit_stats
+
+    def state_dict(self) -> dict[str, Any]:
+        """Learned state (tensors) to save; empty for fixed spaces."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+
+    # -- persistence ------------------------------------------------------------------------
+    def save(self, directory: str | Path) -> Path:
+        """Write ``space.json`` (name, elements, options, fit stats) and ``weights.pt``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        from harness.io import atomic_path
+
+        with atomic_path(directory / "weights.pt") as tmp:
+            torch.save(self.state_dict(), tmp)
+        atomic_write_json(directory / "space.json", {
+            "name": self.name, "elements": list(self.elements), "options": self.options,
+            "fit_stats": self.fit_stats,
+        })
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "Space":
+        """Rebuild a saved space; called on the base class it dispatches on the saved name."""
+        directory = Path(directory)
+        meta = json.loads((directory / "space.json").read_text())
+        target = cls
+        if cls is Space or meta["name"] != cls.name:
+            from harness.registry import SPACES
+
+            target = SPACES.get(meta["name"])
+        space = target(elements=meta["elements"], **meta["options"])
+        space.fit_stats = meta.get("fit_stats", {})
+        space.load_state_dict(torch.load(directory / "weights.pt", weights_only=True))
+        return space
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
+        return f"{type(self).__name__}({opts})"
