@@ -110,6 +110,49 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- check-space ----------------------------------------------------------------------------
+@command("check-space")
+def cmd_check_space(args: argparse.Namespace) -> int:
+    from harness.conformance import run_conformance
+    from harness.registry import SPACES, load_builtins, load_plugin
+
+    load_builtins()
+    target = args.space
+    before = {n: SPACES.get(n) for n in SPACES.names()}
+    if target in before and not target.endswith(".py"):
+        names = [target]
+    else:
+        load_plugin(target)
+        names = [n for n in SPACES.names() if before.get(n) is not SPACES.get(n)]
+        if args.name:
+            names = [args.name]
+        if not names:
+            print(f"l3dg check-space: {target} registered no space (decorate a Space subclass "
+                  "with @SPACES.register('name'))", file=sys.stderr)
+            return 2
+    options = _parse_overrides(args.option or [])
+    ok = True
+    for name in names:
+        report = run_conformance(SPACES.get(name), options=options, fit=not args.no_fit,
+                                 progress=args.progress)
+        print(report.table())
+        ok &= report.passed
+    return 0 if ok else 1
+
+
+def _parse_overrides(items: list[str]) -> dict:
+    """``key=value`` strings -> dict with YAML-typed values (``3`` -> int, ``true`` -> bool)."""
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"expected key=value, got {item!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
 # -- parser ---------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -136,6 +179,14 @@ def build_parser() -> argparse.ArgumentParser:
                                        "or $L3DG_CACHE_DIR)")
     p.add_argument("--rebuild", action="store_true", help="ignore the cache and rebuild")
     p.add_argument("--json", action="store_true", help="print statistics as JSON")
+
+    p = sub.add_parser("check-space", help="run the space conformance checks on a built-in or "
+                                           "user space and print a pass/fail table")
+    p.add_argument("space", help="registered name, a .py file, or a module that registers spaces")
+    p.add_argument("--name", help="check only this space of the file")
+    p.add_argument("--option", action="append", metavar="KEY=VALUE", help="space option (repeatable)")
+    p.add_argument("--no-fit", action="store_true", help="skip the short fit of trainable spaces")
+    p.add_argument("--progress", action="store_true", help="show training progress bars")
 
     for extra in _EXTRA_PARSERS:
         extra(sub)

@@ -3,7 +3,7 @@
 A space maps molecules to the latent a generator diffuses and back::
 
     space = SPACES.get("raw")(elements=("H", "C", "N", "O", "F"), **options)
-    space.fit(train_batches, val_batches)       # trains its autoencoder, if any
+    space.fit(train_dataset, val_dataset)        # trains its autoencoder, if any
     latent = space.encode(mol_batch)             # -> LatentBatch, shapes per space.spec
     molecules = space.decode(latent)             # -> MolBatch (bonds or None)
     space.save(run_dir / "space"); SPACES.get("raw").load(run_dir / "space")
@@ -15,16 +15,15 @@ from __future__ import annotations
 import abc
 import json
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 import torch
 
 from harness.io import atomic_write_json
 from harness.types import LatentBatch, LatentSpec, MolBatch
 
-BatchSource = Callable[[], Iterable[MolBatch]]
-"""A zero-argument callable returning a fresh iterable of batches (one epoch)."""
-
+if TYPE_CHECKING:
+    from harness.data.base import MolDataset
 
 class Space(abc.ABC):
     """Base class of diffusion spaces.
@@ -61,10 +60,13 @@ class Space(abc.ABC):
     def decode(self, latent: LatentBatch) -> MolBatch:
         """Latents -> molecules; ``bonds`` is None unless ``bond_source == "decoder"``."""
 
-    def fit(self, train: BatchSource, val: BatchSource | None = None,
-            progress: bool = True) -> dict[str, Any]:
-        """Train the space's autoencoder (no-op for fixed spaces). Returns fit statistics
-        (losses, epochs, seconds) that are also kept in :attr:`fit_stats`."""
+    def fit(self, train: "MolDataset", val: "MolDataset | None" = None,
+            progress: bool = True, trainer_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Train the space's autoencoder on a dataset split (no-op for fixed spaces).
+
+        ``trainer_kwargs`` pass through to Lightning's ``Trainer`` (accelerator, devices,
+        strategy, precision). Returns fit statistics (losses, epochs, seconds) that are also
+        kept in :attr:`fit_stats`."""
         return self.fit_stats
 
     def state_dict(self) -> dict[str, Any]:
@@ -73,6 +75,11 @@ class Space(abc.ABC):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`."""
+
+    @property
+    def space_name(self) -> str:
+        """The registry name (set by ``@SPACES.register``), else the class's ``name``."""
+        return getattr(type(self), "registry_name", None) or self.name
 
     # -- persistence ------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
@@ -83,9 +90,15 @@ class Space(abc.ABC):
 
         with atomic_path(directory / "weights.pt") as tmp:
             torch.save(self.state_dict(), tmp)
+        import inspect
+
+        source = Path(inspect.getfile(type(self))).resolve()
+        builtin = source.parent == Path(__file__).resolve().parent
         atomic_write_json(directory / "space.json", {
-            "name": self.name, "elements": list(self.elements), "options": self.options,
+            "name": self.space_name, "elements": list(self.elements), "options": self.options,
             "fit_stats": self.fit_stats,
+            # a user's space: remember its file so load() can import it again
+            "plugin": None if builtin else str(source),
         })
         return directory
 
@@ -95,14 +108,27 @@ class Space(abc.ABC):
         directory = Path(directory)
         meta = json.loads((directory / "space.json").read_text())
         target = cls
-        if cls is Space or meta["name"] != cls.name:
-            from harness.registry import SPACES
+        if cls is Space or meta["name"] != getattr(cls, "registry_name", cls.name):
+            from harness.registry import SPACES, load_plugin
 
+            if meta["name"] not in SPACES and meta.get("plugin"):
+                load_plugin(meta["plugin"])
             target = SPACES.get(meta["name"])
         space = target(elements=meta["elements"], **meta["options"])
         space.fit_stats = meta.get("fit_stats", {})
         space.load_state_dict(torch.load(directory / "weights.pt", weights_only=True))
         return space
+
+    @torch.no_grad()
+    def encode_dataset(self, dataset: "MolDataset", batch_size: int = 256,
+                       progress: bool = False) -> LatentBatch:
+        """Encode every molecule of a dataset (in order) into one LatentBatch."""
+        from tqdm.auto import tqdm
+
+        parts = [self.encode(b) for b in tqdm(dataset.iter_batches(batch_size), disable=not progress,
+                                              total=-(-len(dataset) // batch_size),
+                                              desc=f"{self.name}: encoding", unit="batch")]
+        return LatentBatch.cat(parts)
 
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items())

@@ -14,8 +14,9 @@ import torch
 
 torch.set_num_threads(1)
 
+from harness.data import QM9_SAMPLE_SDF as QM9_SAMPLE  # noqa: E402  (committed, in the package)
+
 FIXTURES = Path(__file__).parent / "fixtures"
-QM9_SAMPLE = FIXTURES / "qm9_sample.sdf"
 QM9_ELEMENTS = ("H", "C", "N", "O", "F")
 
 

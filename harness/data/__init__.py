@@ -15,7 +15,11 @@ from typing import Any
 from harness.data.base import MolDataset, PackedMolecules, default_cache_dir
 from harness.registry import DATASETS
 
-__all__ = ["MolDataset", "PackedMolecules", "default_cache_dir", "load_dataset", "load_source"]
+#: 200 QM9 molecules with perceived bonds, SMILES and properties (committed, < 400 kB); used by
+#: the tests and by `l3dg check-space`. Regenerate with tests/fixtures/make_fixtures.py.
+QM9_SAMPLE_SDF = Path(__file__).parent / "qm9_sample.sdf"
+
+__all__ = ["QM9_SAMPLE_SDF", "MolDataset", "PackedMolecules", "default_cache_dir", "load_dataset", "load_source"]
 
 
 def load_dataset(name: str, **options: Any) -> MolDataset:
