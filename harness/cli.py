@@ -153,6 +153,83 @@ def _parse_overrides(items: list[str]) -> dict:
     return out
 
 
+# -- studies --------------------------------------------------------------------------------
+@command("run")
+def cmd_run(args: argparse.Namespace) -> int:
+    from harness.report import results_table
+    from harness.study import Study
+
+    if args.resume:
+        study = Study.resume(args.resume, args.overrides)
+    else:
+        source = args.config or "default"
+        if "=" in source:  # `l3dg run key=value` with the default preset
+            args.overrides.insert(0, source)
+            source = "default"
+        study = Study.from_source(source, args.overrides)
+    print(f"study {study.config.study}: {', '.join(study.config.spaces)} -> {study.root}")
+    rows = study.run()
+    print()
+    print(results_table(rows))
+    print(f"\nreport: {study.root / 'report.md'}")
+    return 0
+
+
+@command("sample")
+def cmd_sample(args: argparse.Namespace) -> int:
+    from harness.study import Study
+    from spaces.base import Space
+
+    study = Study.resume(args.run_dir)
+    names = [args.space] if args.space else list(study.config.spaces)
+    for name in names:
+        space = Space.load(study.root / name / "space")
+        out = args.out or f"samples_{args.sampler or study.config.sampling.sampler}_{args.n}"
+        info = study._sample(name, space, study.root / name, n=args.n, sampler=args.sampler,
+                             steps=args.steps, out_name=out)
+        print(f"{name}: {info['n']} molecules -> {study.root / name / (out + '.sdf')} "
+              f"({info['seconds_sampling']:.1f} s sampling, {info['seconds_decoding']:.1f} s decoding)")
+    return 0
+
+
+@command("report")
+def cmd_report(args: argparse.Namespace) -> int:
+    from harness.report import results_table, write_report
+    from harness.study import collect_results
+
+    path = write_report(args.run_dir)
+    print(results_table(collect_results(path.parent)))
+    print(f"\nreport: {path}")
+    return 0
+
+
+# -- sweeps ---------------------------------------------------------------------------------
+@command("sweep")
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from harness.sweep import run_sweep
+
+    study, url = run_sweep(args.preset, args.overrides, storage=args.storage, n_trials=args.n_trials,
+                           study_name=args.study_name, timeout=args.timeout, seed=args.seed)
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    print(f"sweep {study.study_name}: {len(study.trials)} trials in storage ({len(done)} complete)")
+    print(f"storage: {url}")
+    print(f"report:  l3dg sweep-report {study.study_name} --storage {url}")
+    return 0
+
+
+@command("sweep-report")
+def cmd_sweep_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from harness.sweep_report import write_sweep_report
+
+    storage = args.storage or f"sqlite:///{(Path('runs') / 'sweeps' / (args.study + '.db')).resolve()}"
+    path = write_sweep_report(args.study, storage)
+    print(path.read_text())
+    print(f"report: {path}")
+    return 0
+
+
 # -- parser ---------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -188,6 +265,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-fit", action="store_true", help="skip the short fit of trainable spaces")
     p.add_argument("--progress", action="store_true", help="show training progress bars")
 
+    p = sub.add_parser("run", help="run (or resume) a comparative study: fit spaces, train "
+                                   "generators, sample, score, report")
+    p.add_argument("config", nargs="?", help="preset name (default, tiny, qm9-cpu-hours, "
+                                             "qm9-paper) or a YAML file; default: default")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="dotted config overrides, e.g. generator.max_steps=2000 spaces.flat.width=64")
+    p.add_argument("--resume", metavar="RUN_DIR", help="resume a killed study, skipping finished stages")
+
+    p = sub.add_parser("sample", help="sample more molecules from a finished study's generators")
+    p.add_argument("run_dir")
+    p.add_argument("--n", type=int, default=100, help="molecules per space")
+    p.add_argument("--space", help="only this space")
+    p.add_argument("--sampler", help="ddpm, ddim, dpm_solver++ (default: the study's)")
+    p.add_argument("--steps", type=int, help="sampling steps (default: the study's)")
+    p.add_argument("--out", help="output name (default samples_<sampler>_<n>)")
+
+    p = sub.add_parser("report", help="(re)write report.md and plots of a study directory")
+    p.add_argument("run_dir")
+
+    p = sub.add_parser("sweep", help="run Optuna trials over the latent-space factors "
+                                     "(start several workers on one --storage to scale out)")
+    p.add_argument("preset", help="preset name or YAML file (its 'sweep' section is the search space)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
+    p.add_argument("--storage", help="Optuna storage URL (default: sqlite:///runs/sweeps/<name>.db); "
+                                     "postgresql://... for workers on many machines")
+    p.add_argument("--n-trials", type=int, default=10, help="trials run by this worker")
+    p.add_argument("--study-name", help="default: <study>-sweep")
+    p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    p.add_argument("--seed", type=int, help="sampler seed (default: random, so workers differ)")
+
+    p = sub.add_parser("sweep-report", help="objective vs factors, importances, Pareto front, "
+                                            "rank-correlation test of the paper's claim")
+    p.add_argument("study", help="sweep (Optuna study) name")
+    p.add_argument("--storage", help="storage URL (default: sqlite:///runs/sweeps/<study>.db)")
+
     for extra in _EXTRA_PARSERS:
         extra(sub)
     return parser
@@ -207,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return COMMANDS[args.command](args) or 0
-    except (KeyError, ValueError, FileNotFoundError, TypeError) as err:
+    except (KeyError, ValueError, FileNotFoundError, TypeError) as err:  # ConfigError is a ValueError
         if args.verbose:
             raise
         message = err.args[0] if isinstance(err, KeyError) and err.args else err

@@ -42,6 +42,10 @@ def load_sdf(path: str | Path, elements: Sequence[str] | None = None,
     from harness.chem import read_sdf, read_xyz
 
     root = Path(path)
+    if not root.exists() and not root.is_absolute():
+        # presets name committed files relative to the checkout (e.g. harness/data/...)
+        packaged = Path(__file__).resolve().parents[2] / root
+        root = packaged if packaged.exists() else root
     if not root.exists():
         raise FileNotFoundError(f"sdf dataset: {root} does not exist")
     files = sorted(p for p in root.iterdir() if p.suffix.lower() in (".sdf", ".xyz")) \

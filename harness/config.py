@@ -1,0 +1,338 @@
+"""Study configuration: YAML presets validated into typed objects.
+
+A config is a YAML mapping (a preset under ``harness/configs/`` or any file) with the
+sections below; ``key=value`` overrides use dotted paths (``generator.lr=3e-4``,
+``spaces.flat.width=64``). Every unknown key is an error naming the key and the valid ones.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+PRESET_DIR = Path(__file__).parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A bad config key or value; the message names the key."""
+
+
+@dataclass
+class DataConfig:
+    """Which molecules: ``dataset`` (registry name) with builder ``options``."""
+
+    dataset: str = "qm9"
+    options: dict[str, Any] = field(default_factory=dict)
+    #: split used to fit spaces and generators / to validate / as metrics reference
+    train_split: str = "train"
+    val_split: str = "val"
+    test_split: str = "test"
+    #: cap on training molecules (None = the whole split)
+    max_train: int | None = None
+
+
+@dataclass
+class TrainerConfig:
+    """Passed through to Lightning's ``Trainer`` (multi-GPU DDP by config alone)."""
+
+    accelerator: str = "cpu"
+    devices: Any = 1
+    strategy: str = "auto"
+    precision: Any = "32-true"
+    num_nodes: int = 1
+
+
+@dataclass
+class GeneratorConfig:
+    """The shared diffusion generator (see generators/)."""
+
+    #: "auto" = mlp for vector latents, egnn for per-atom latents
+    denoiser: str = "auto"
+    #: denoiser options by denoiser name, e.g. {mlp: {width: 512, depth: 4}}
+    denoiser_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    schedule: str = "polynomial_2"
+    timesteps: int = 500
+    prediction: str = "eps"
+    #: "none" (diffuse the latent as the space gives it) or "standard" (per-feature scaling)
+    normalize: str = "none"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    ema_decay: float = 0.999
+    grad_clip: float = 1.0
+    batch_size: int = 64
+    max_steps: int = 1000
+    #: conditioning: property names from the dataset (empty = unconditional)
+    context: list[str] = field(default_factory=list)
+    context_dropout: float = 0.1
+
+
+@dataclass
+class SamplingConfig:
+    n_samples: int = 200
+    sampler: str = "ddim"
+    steps: int | None = 100
+    eta: float = 0.0
+    batch_size: int = 256
+    guidance_scale: float = 1.0
+
+
+@dataclass
+class MetricsConfig:
+    suite: str = "qm9/v1"
+    #: metric options by metric name, e.g. {chemistry: {max_molecules: 100}}
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: molecules of the test split used for latent diagnostics (reconstruction, symmetry)
+    latent_molecules: int = 200
+    #: also score the dataset itself (the reference row)
+    reference_row: bool = True
+    reference_molecules: int = 1000
+
+
+@dataclass
+class SweepConfig:
+    """Search space and objective of ``l3dg sweep`` (see harness/sweep.py).
+
+    Each list is a categorical choice; ``[lo, hi]`` pairs under ``*_range`` are numeric ranges.
+    """
+
+    #: symmetry factor: which space a trial diffuses in
+    spaces: list[str] = field(default_factory=lambda: ["invariant", "per_atom", "flat"])
+    #: dimensionality factor: invariant topo/geo width each (flat gets the sum; per_atom k is
+    #: chosen from ``per_atom_k``)
+    latent_widths: list[int] = field(default_factory=lambda: [16, 32, 64])
+    per_atom_k: list[int] = field(default_factory=lambda: [1, 2, 4])
+    #: reconstruction-quality factor: autoencoder epochs range (scaled per space)
+    ae_epochs_range: list[int] = field(default_factory=lambda: [1, 8])
+    #: symmetry sub-factor for invariant: geometry encoder kinds to try
+    geo_encoders: list[str] = field(default_factory=lambda: ["egnn"])
+    #: generator knobs
+    lr_range: list[float] = field(default_factory=lambda: [3e-4, 3e-3])
+    max_steps_choices: list[int] = field(default_factory=lambda: [300, 600])
+    #: samples scored per trial (K)
+    n_samples: int = 100
+    #: "quality" (valid x unique x mol-stable, maximise) or "quality+time" (multi-objective:
+    #: also minimise total wall time)
+    objective: str = "quality"
+    #: prune on the reconstruction proxy (single objective only)
+    prune: bool = True
+    heartbeat_interval: int = 30
+    grace_period: int = 120
+    max_retry: int = 1
+
+
+@dataclass
+class StudyConfig:
+    """A comparative study: every space in ``spaces`` through the same generator and suite."""
+
+    study: str = "study"
+    seed: int = 0
+    output_dir: str = "runs"
+    #: user component files/modules to import first (their spaces become usable by name)
+    plugins: list[str] = field(default_factory=list)
+    data: DataConfig = field(default_factory=DataConfig)
+    #: space name -> space options (constructor keyword arguments)
+    spaces: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: space name -> generator keys overriding ``generator`` for that space
+    generator_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    progress: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def generator_for(self, space: str) -> GeneratorConfig:
+        """The generator config of one space (``generator`` + its overrides)."""
+        merged = dataclasses.asdict(self.generator)
+        merged.update(self.generator_overrides.get(space, {}))
+        return _build(GeneratorConfig, merged, f"generator_overrides.{space}")
+
+
+def _build(cls, data: Any, path: str):
+    """Recursively validate ``data`` into dataclass ``cls``; errors name the dotted key."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config key {path or '(top level)'!r} must be a mapping, got {type(data).__name__}")
+    hints = get_type_hints(cls)
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        where = f"{path}." if path else ""
+        raise ConfigError(f"unknown config key {where}{unknown[0]!r}; valid keys"
+                          f"{' in ' + repr(path) if path else ''}: {', '.join(sorted(names))}")
+    kwargs = {}
+    for name, value in data.items():
+        key = f"{path}.{name}" if path else name
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, value, key)
+        else:
+            kwargs[name] = _check_type(value, hint, key)
+    return cls(**kwargs)
+
+
+def _check_type(value: Any, hint: Any, key: str) -> Any:
+    text = str(hint)
+    if value is None:
+        if "None" in text or hint is Any:
+            return None
+        raise ConfigError(f"config key {key!r} must not be null")
+    if hint is Any:
+        return value
+    base = {int: "int", float: "float", str: "str", bool: "bool"}
+    if hint in (int, float, str, bool) or text in ("int | None", "str | None", "float | None"):
+        want = hint if hint in base else {"int | None": int, "str | None": str, "float | None": float}[text]
+        if want is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if want is bool and not isinstance(value, bool):
+            raise ConfigError(f"config key {key!r} must be true or false, got {value!r}")
+        if want is int and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ConfigError(f"config key {key!r} must be an integer, got {value!r}")
+        if not isinstance(value, want):
+            raise ConfigError(f"config key {key!r} must be a {base[want]}, got {value!r}")
+        return value
+    if text.startswith("dict") and not isinstance(value, dict):
+        raise ConfigError(f"config key {key!r} must be a mapping, got {value!r}")
+    if text.startswith("list"):
+        if isinstance(value, (str, int, float)):
+            value = [value]
+        if not isinstance(value, list):
+            raise ConfigError(f"config key {key!r} must be a list, got {value!r}")
+    return copy.deepcopy(value)
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def load_raw(source: str | Path) -> dict[str, Any]:
+    """A preset name or a YAML file path -> mapping (``extends: PRESET`` is merged first)."""
+    path = Path(source)
+    if not path.suffix:
+        path = PRESET_DIR / f"{source}.yaml"
+        if not path.exists():
+            raise ConfigError(f"unknown preset {str(source)!r}; presets: {', '.join(list_presets())} "
+                              "(or give a .yaml file)")
+    if not path.exists():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be a mapping at the top level")
+    parent = data.pop("extends", None)
+    if parent:
+        data = merge(load_raw(parent), data)
+    return data
+
+
+def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Deep merge (mappings merge, everything else replaces)."""
+    out = copy.deepcopy(base)
+    for k, v in update.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides (values parsed as YAML: ``3``, ``1e-3``, ``[a, b]``)."""
+    out = copy.deepcopy(data)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} must look like key=value")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            value = text
+        if isinstance(value, str) and _looks_numeric(value):
+            value = float(value)
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is not a mapping")
+        node[parts[-1]] = value
+    return out
+
+
+def _looks_numeric(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def load_config(source: str | Path | dict[str, Any], overrides: list[str] | None = None) -> StudyConfig:
+    """Preset name / YAML path / mapping + overrides -> validated :class:`StudyConfig`."""
+    data = copy.deepcopy(source) if isinstance(source, dict) else load_raw(source)
+    data = apply_overrides(data, overrides or [])
+    config = _build(StudyConfig, data, "")
+    if not config.spaces:
+        raise ConfigError("config key 'spaces' must name at least one space")
+    return config
+
+
+def validate_components(config: StudyConfig) -> None:
+    """Check registry names (spaces, denoisers, schedules, samplers, suite, dataset) and
+    space options against the constructors, so a typo fails before any training."""
+    import inspect
+
+    from harness.registry import DATASETS, DENOISERS, SAMPLERS, SCHEDULES, SPACES, load_plugin
+
+    for plugin in config.plugins:
+        load_plugin(plugin)
+    if config.data.dataset not in DATASETS:
+        DATASETS.get(config.data.dataset)
+    for name, options in config.spaces.items():
+        try:
+            cls = SPACES.get(name)
+        except KeyError as err:
+            raise ConfigError(f"config key 'spaces.{name}': {err.args[0]}") from None
+        params = inspect.signature(cls.__init__).parameters
+        if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+            bad = sorted(set(options or {}) - set(params) - {"self"})
+            if bad:
+                valid = [p for p in params if p not in ("self", "elements")]
+                raise ConfigError(f"unknown config key 'spaces.{name}.{bad[0]}'; valid options of "
+                                  f"space {name!r}: {', '.join(valid)}")
+    for name in config.generator_overrides:
+        if name not in config.spaces:
+            raise ConfigError(f"config key 'generator_overrides.{name}' names a space that is not "
+                              f"in 'spaces' ({', '.join(config.spaces)})")
+        config.generator_for(name)
+    for space in config.spaces:
+        gen = config.generator_for(space)
+        if gen.denoiser != "auto":
+            try:
+                DENOISERS.get(gen.denoiser)
+            except KeyError as err:
+                raise ConfigError(f"config key 'generator.denoiser': {err.args[0]}") from None
+        try:
+            SCHEDULES.get(gen.schedule)
+        except KeyError as err:
+            raise ConfigError(f"config key 'generator.schedule': {err.args[0]}") from None
+    try:
+        SAMPLERS.get(config.sampling.sampler)
+    except KeyError as err:
+        raise ConfigError(f"config key 'sampling.sampler': {err.args[0]}") from None
+    from metrics.suites import get_suite
+
+    try:
+        get_suite(config.metrics.suite)
+    except KeyError as err:
+        raise ConfigError(f"config key 'metrics.suite': {err.args[0]}") from None

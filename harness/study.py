@@ -1,0 +1,352 @@
+"""The comparative study: every configured space through one generator family and one
+metric suite, with resumable stages.
+
+Per space (``runs/<study>/<space>/``)::
+
+    fit_space         space/                       (autoencoder weights + space.json)
+    encode            latents.pt                   (training latents)
+    train_generator   generator/                   (checkpoints/last.ckpt, CSV/TensorBoard logs)
+    sample            samples.sdf, samples.pt      (decoded molecules, raw decoder output)
+    score             metrics.json                 (suite on samples + latent diagnostics)
+
+plus ``reference/metrics.json`` (the dataset's own molecules), ``results.json``,
+``record.json``, ``config.yaml`` and ``report.md``. Each finished stage is recorded in the
+space's ``state.json`` (atomically), so a killed study resumes where it stopped.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import yaml
+
+from harness.config import StudyConfig, load_config, validate_components
+from harness.io import atomic_path, atomic_write_json, atomic_write_text, read_json
+from harness.records import base_record
+
+log = logging.getLogger(__name__)
+
+STAGES = ("fit_space", "encode", "train_generator", "sample", "score")
+
+
+class StudyInterrupted(RuntimeError):
+    """Raised by ``stop_after`` (tests of resume) after the named stage completed."""
+
+
+class SpaceState:
+    """``state.json`` of one space: finished stages and their wall times (s)."""
+
+    def __init__(self, directory: Path):
+        self.path = directory / "state.json"
+        self.data = read_json(self.path) if self.path.exists() else {"done": {}, "seconds": {}}
+
+    def done(self, stage: str) -> bool:
+        return stage in self.data["done"]
+
+    def mark(self, stage: str, elapsed: float, info: dict[str, Any] | None = None) -> None:
+        self.data["done"][stage] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        self.data["seconds"][stage] = round(elapsed, 2)
+        self.data.setdefault("info", {}).setdefault(stage, {}).update(info or {})
+        atomic_write_json(self.path, self.data)
+
+    @property
+    def seconds(self) -> dict[str, float]:
+        return dict(self.data["seconds"])
+
+
+def _save_latents(latent, path: Path) -> None:
+    payload = {"h": latent.h, "x": latent.x, "mask": latent.mask}
+    with atomic_path(path, ".pt") as tmp:
+        torch.save(payload, tmp)
+
+
+def _load_latents(path: Path, spec):
+    from harness.types import LatentBatch
+
+    data = torch.load(path, weights_only=True)
+    return LatentBatch(h=data["h"], x=data["x"], mask=data["mask"], spec=spec)
+
+
+def _save_molbatch(batch, path: Path) -> None:
+    payload = {k: getattr(batch, k) for k in ("atom_types", "pos", "mask", "charges", "bonds")}
+    payload["elements"] = list(batch.elements)
+    with atomic_path(path, ".pt") as tmp:
+        torch.save(payload, tmp)
+
+
+def load_molbatch(path: Path):
+    from harness.types import MolBatch
+
+    data = torch.load(path, weights_only=True)
+    return MolBatch(atom_types=data["atom_types"], pos=data["pos"], mask=data["mask"],
+                    elements=tuple(data["elements"]), charges=data["charges"], bonds=data["bonds"])
+
+
+class Study:
+    """A comparative study rooted at ``runs/<study>`` (see the module docstring)."""
+
+    def __init__(self, config: StudyConfig, root: Path | None = None):
+        self.config = config
+        self.root = Path(root) if root else Path(config.output_dir) / config.study
+        self._dataset = None
+
+    # -- construction -------------------------------------------------------------------
+    @classmethod
+    def from_source(cls, source, overrides: list[str] | None = None) -> "Study":
+        config = load_config(source, overrides)
+        validate_components(config)
+        return cls(config)
+
+    @classmethod
+    def resume(cls, run_dir: str | Path, overrides: list[str] | None = None) -> "Study":
+        run_dir = Path(run_dir)
+        path = run_dir / "config.yaml"
+        if not path.exists():
+            raise FileNotFoundError(f"{run_dir} is not a study directory (no config.yaml)")
+        config = load_config(yaml.safe_load(path.read_text()), overrides)
+        validate_components(config)
+        return cls(config, root=run_dir)
+
+    # -- data -----------------------------------------------------------------------------
+    @property
+    def dataset(self):
+        if self._dataset is None:
+            from harness.data import load_dataset
+
+            options = dict(self.config.data.options)
+            if self.config.data.dataset == "qm9":
+                options.setdefault("progress", self.config.progress)
+            self._dataset = load_dataset(self.config.data.dataset, **options)
+        return self._dataset
+
+    def split(self, which: str):
+        ds = self.dataset.split(getattr(self.config.data, f"{which}_split"))
+        if which == "train" and self.config.data.max_train and len(ds) > self.config.data.max_train:
+            ds = ds.subset(np.arange(self.config.data.max_train), f"{ds.name}[:{self.config.data.max_train}]")
+        return ds
+
+    # -- running --------------------------------------------------------------------------
+    def run(self, stop_after: str | None = None, spaces: list[str] | None = None) -> dict[str, Any]:
+        """Run (or resume) every stage; returns the results table rows.
+
+        ``stop_after="<space>/<stage>"`` raises :class:`StudyInterrupted` after that stage
+        (used to test resume).
+        """
+        torch.manual_seed(self.config.seed)
+        self.root.mkdir(parents=True, exist_ok=True)
+        config_path = self.root / "config.yaml"
+        atomic_write_text(config_path, yaml.safe_dump(self.config.to_dict(), sort_keys=False))
+        record_path = self.root / "record.json"
+        record = read_json(record_path) if record_path.exists() else base_record(self.config.seed)
+        record.setdefault("sessions", []).append({"started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        record["status"] = "running"
+        atomic_write_json(record_path, record)
+        t0 = time.perf_counter()
+        if self.config.metrics.reference_row:
+            self.score_reference()
+        for name in spaces or list(self.config.spaces):
+            self.run_space(name, stop_after=stop_after)
+        rows = self.collect_results()
+        atomic_write_json(self.root / "results.json", rows)
+        record["status"] = "finished"
+        record["sessions"][-1]["seconds"] = round(time.perf_counter() - t0, 2)
+        record["stages"] = {name: SpaceState(self.root / name).seconds for name in self.config.spaces}
+        atomic_write_json(record_path, record)
+        from harness.report import write_report
+
+        write_report(self.root)
+        return rows
+
+    def _stage(self, state: SpaceState, space_name: str, stage: str, fn: Callable[[], dict | None],
+               stop_after: str | None) -> None:
+        if state.done(stage):
+            log.info("%s/%s: done already, skipped", space_name, stage)
+            return
+        log.info("%s/%s ...", space_name, stage)
+        t0 = time.perf_counter()
+        extra = fn() or {}
+        state.mark(stage, time.perf_counter() - t0, extra)
+        if stop_after == f"{space_name}/{stage}":
+            raise StudyInterrupted(f"stopped after {stop_after}")
+
+    def run_space(self, name: str, stop_after: str | None = None) -> None:
+        from harness.registry import SPACES
+        from spaces.base import Space
+
+        directory = self.root / name
+        directory.mkdir(parents=True, exist_ok=True)
+        state = SpaceState(directory)
+        space_dir = directory / "space"
+        cache: dict[str, Any] = {}
+
+        def space() -> Space:
+            if "space" not in cache:
+                if space_dir.joinpath("space.json").exists() and state.done("fit_space"):
+                    cache["space"] = Space.load(space_dir)
+                else:
+                    cls = SPACES.get(name)
+                    cache["space"] = cls(elements=self.dataset.elements, **self.config.spaces.get(name, {}))
+            return cache["space"]
+
+        def fit_space():
+            s = space()
+            stats = {}
+            if s.trainable:
+                stats = s.fit(self.split("train"), self.split("val"), progress=self.config.progress,
+                              trainer_kwargs=self._trainer_kwargs())
+            s.save(space_dir)
+            return {"trainable": s.trainable, "final": stats.get("final", {}) if isinstance(stats, dict) else {}}
+
+        def encode():
+            latent = space().encode_dataset(self.split("train"), progress=self.config.progress)
+            _save_latents(latent, directory / "latents.pt")
+            return {"molecules": len(latent)}
+
+        self._stage(state, name, "fit_space", fit_space, stop_after)
+        self._stage(state, name, "encode", encode, stop_after)
+        self._stage(state, name, "train_generator", lambda: self._train_generator(name, space(), directory),
+                    stop_after)
+        self._stage(state, name, "sample", lambda: self._sample(name, space(), directory), stop_after)
+        self._stage(state, name, "score", lambda: self._score(name, space(), directory), stop_after)
+
+    def _trainer_kwargs(self) -> dict[str, Any]:
+        t = self.config.trainer
+        return {"accelerator": t.accelerator, "devices": t.devices, "strategy": t.strategy,
+                "precision": t.precision, "num_nodes": t.num_nodes}
+
+    # -- generator ------------------------------------------------------------------------
+    def _build_generator(self, name: str, space):
+        from generators import DiffusionGenerator
+
+        gen_cfg = self.config.generator_for(name)
+        spec = space.spec
+        denoiser = gen_cfg.denoiser
+        if denoiser == "auto":
+            denoiser = "mlp" if spec.kind == "vector" else "egnn"
+        counts = self.split("train").atom_counts
+        hist = torch.bincount(torch.as_tensor(counts), minlength=int(counts.max()) + 1).float()
+        return DiffusionGenerator(
+            spec=spec, denoiser=denoiser, denoiser_kwargs=gen_cfg.denoiser_options.get(denoiser, {}),
+            schedule=gen_cfg.schedule, timesteps=gen_cfg.timesteps, prediction=gen_cfg.prediction,
+            lr=gen_cfg.lr, weight_decay=gen_cfg.weight_decay, ema_decay=gen_cfg.ema_decay,
+            grad_clip=gen_cfg.grad_clip, context_dim=len(gen_cfg.context),
+            context_dropout=gen_cfg.context_dropout,
+            n_atoms_hist=hist if spec.kind == "per_atom" else None,
+            normalize=gen_cfg.normalize, seed=self.config.seed,
+        ), gen_cfg
+
+    def _train_generator(self, name: str, space, directory: Path) -> dict[str, Any]:
+        torch.manual_seed(self.config.seed)
+        gen, gen_cfg = self._build_generator(name, space)
+        latents = _load_latents(directory / "latents.pt", space.spec)
+        stats = gen.fit(latents, None, out_dir=directory / "generator", max_steps=gen_cfg.max_steps,
+                        batch_size=gen_cfg.batch_size, trainer_kwargs=self._trainer_kwargs(),
+                        progress=self.config.progress, resume=True)
+        return {k: v for k, v in stats.items() if isinstance(v, (int, float, str))}
+
+    def _final_checkpoint(self, directory: Path) -> Path:
+        path = directory / "generator" / "checkpoints" / "last.ckpt"
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing; rerun the train_generator stage")
+        return path
+
+    def load_generator(self, name: str):
+        from generators import DiffusionGenerator
+
+        return DiffusionGenerator.load_from_checkpoint(self._final_checkpoint(self.root / name))
+
+    # -- sampling -------------------------------------------------------------------------
+    def _sample(self, name: str, space, directory: Path, n: int | None = None,
+                sampler: str | None = None, steps: int | None = None, out_name: str = "samples"
+                ) -> dict[str, Any]:
+        from harness.chem import batch_to_mols, write_sdf
+
+        s = self.config.sampling
+        gen = self.load_generator(name)
+        t0 = time.perf_counter()
+        latent = gen.sample(n or s.n_samples, sampler=sampler or s.sampler, steps=steps or s.steps,
+                            eta=s.eta, seed=self.config.seed, batch_size=s.batch_size,
+                            guidance_scale=s.guidance_scale, progress=self.config.progress)
+        t_sample = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        decoded = space.decode(latent)
+        t_decode = time.perf_counter() - t0
+        _save_molbatch(decoded, directory / f"{out_name}.pt")
+        bond_source = "batch" if decoded.bonds is not None else "perceive"
+        mols = batch_to_mols(decoded, bond_source=bond_source)
+        if bond_source == "perceive":
+            # the SDF keeps every sample: unperceivable ones are written without bonds
+            bare = batch_to_mols(decoded, bond_source="none")
+            mols = [m if m is not None else b for m, b in zip(mols, bare)]
+        write_sdf(mols, directory / f"{out_name}.sdf",
+                  [{"space": name, "bonds": "decoder" if bond_source == "batch" else "perceived"}] * len(mols))
+        return {"n": len(decoded), "seconds_sampling": round(t_sample, 2),
+                "seconds_decoding": round(t_decode, 2),
+                "sampler": sampler or s.sampler, "steps": steps or s.steps}
+
+    # -- scoring --------------------------------------------------------------------------
+    def _metric_options(self) -> dict[str, dict[str, Any]]:
+        return self.config.metrics.options
+
+    def _score(self, name: str, space, directory: Path) -> dict[str, Any]:
+        from harness.evaluate import score_molecules
+
+        decoded = load_molbatch(directory / "samples.pt")
+        reference = self.split("train")
+        bond_source = "decoder" if decoded.bonds is not None else "perceive"
+        results = score_molecules(decoded, suite=self.config.metrics.suite, reference=reference,
+                                  bond_source=bond_source, options=self._metric_options(),
+                                  progress=self.config.progress)
+        test = self.split("test")
+        n_latent = min(self.config.metrics.latent_molecules, len(test))
+        latent_results = score_molecules(test.batch(np.arange(n_latent)), suite="latent/v1",
+                                         reference=None, bond_source="given", space=space,
+                                         progress=False)
+        payload = {"space": name, "suite": self.config.metrics.suite,
+                   "values": {**dict(results), **dict(latent_results)},
+                   "metadata": {"samples": results.metadata, "latent": latent_results.metadata}}
+        atomic_write_json(directory / "metrics.json", payload)
+        return {"metrics": len(payload["values"])}
+
+    def score_reference(self) -> None:
+        """The reference row: the suite on the dataset's own test molecules."""
+        from harness.evaluate import score_molecules
+
+        path = self.root / "reference" / "metrics.json"
+        if path.exists():
+            return
+        t0 = time.perf_counter()
+        test = self.split("test")
+        n = min(self.config.metrics.reference_molecules, len(test))
+        results = score_molecules(test.batch(np.arange(n)), suite=self.config.metrics.suite,
+                                  reference=self.split("train"), bond_source="perceive",
+                                  options=self._metric_options(), progress=self.config.progress)
+        atomic_write_json(path, {"space": "reference", "suite": self.config.metrics.suite,
+                                 "source": f"{test.name} (first {n}, bonds perceived from coordinates)",
+                                 "values": dict(results), "metadata": {"samples": results.metadata},
+                                 "seconds": round(time.perf_counter() - t0, 2)})
+
+    # -- results --------------------------------------------------------------------------
+    def collect_results(self) -> dict[str, Any]:
+        return collect_results(self.root)
+
+
+def collect_results(root: Path) -> dict[str, Any]:
+    """Rows of the results table from what is on disk (reference row first)."""
+    rows: dict[str, Any] = {}
+    ref = root / "reference" / "metrics.json"
+    if ref.exists():
+        rows["reference"] = {"values": read_json(ref)["values"], "seconds": {}}
+    config = yaml.safe_load((root / "config.yaml").read_text()) if (root / "config.yaml").exists() else {}
+    for name in (config.get("spaces") or {}):
+        path = root / name / "metrics.json"
+        if not path.exists():
+            continue
+        state = SpaceState(root / name)
+        rows[name] = {"values": read_json(path)["values"], "seconds": state.seconds,
+                      "info": state.data.get("info", {})}
+    return rows

@@ -1,0 +1,101 @@
+"""Optuna sweeps: trials record the paper's factors, workers share one SQLite storage, a
+dead worker's trial is retried, and the sweep report tests the claim."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from harness.sweep import run_sweep
+from harness.sweep_report import claim_tests, write_sweep_report
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def sweep_overrides(tmp_path):
+    return [f"output_dir={tmp_path}", "sweep.spaces=[raw, flat]", "sweep.latent_widths=[8, 16]",
+            "sweep.ae_epochs_range=[1, 2]", "sweep.max_steps_choices=[2, 3]", "sweep.n_samples=8",
+            "sweep.prune=false", "metrics.latent_molecules=8"]
+
+
+def cli_sweep(tmp_path, storage, name, n, *extra):
+    return [sys.executable, "-m", "harness.cli", "sweep", "tiny", *sweep_overrides(tmp_path), *extra,
+            "--storage", storage, "--study-name", name, "--n-trials", str(n)]
+
+
+def test_sweep_runs_trials_and_records_factors(tmp_path):
+    study, url = run_sweep("tiny", sweep_overrides(tmp_path), n_trials=2, seed=0)
+    trials = study.get_trials(deepcopy=False)
+    assert len(trials) == 2 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    for t in trials:
+        assert {"recon_error", "symmetry_error", "dimension", "seconds_total", "space"} <= set(t.user_attrs)
+        assert 0.0 <= t.value <= 1.0
+    assert url.startswith("sqlite:///") and Path(url[len("sqlite:///"):]).exists()
+    report = write_sweep_report(study.study_name, url)
+    text = report.read_text()
+    assert "The paper's claim" in text and "| trial | space |" in text
+    assert (report.parent / "objective_vs_factors.png").exists()
+
+
+def test_two_concurrent_workers_share_sqlite_without_losing_trials(tmp_path):
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    procs = [subprocess.Popen(cli_sweep(tmp_path, url, "shared", 2), cwd=REPO, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    for p in procs:
+        out, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-2000:]
+    study = optuna.load_study(study_name="shared", storage=url)
+    numbers = sorted(t.number for t in study.trials)
+    assert numbers == [0, 1, 2, 3]                       # none lost, none duplicated
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    assert len({t.user_attrs["worker_pid"] for t in study.trials}) == 2
+    trial_dirs = sorted(p.name for p in (tmp_path / "sweeps" / "shared").glob("trial_*"))
+    assert trial_dirs == ["trial_0", "trial_1", "trial_2", "trial_3"]
+
+
+def test_trial_of_a_killed_worker_is_retried_with_the_same_parameters(tmp_path):
+    url = f"sqlite:///{tmp_path / 'retry.db'}"
+    beat = ["sweep.heartbeat_interval=1", "sweep.grace_period=3"]
+    # the first worker scores many samples, so it is still inside its trial when killed
+    worker = subprocess.Popen(cli_sweep(tmp_path, url, "retry", 1, *beat, "sweep.n_samples=3000"),
+                              cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    deadline = time.time() + 300
+    running = None
+    while time.time() < deadline and worker.poll() is None:
+        try:
+            trials = optuna.load_study(study_name="retry", storage=url).trials
+            running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+        except KeyError:  # study not created yet
+            running = None
+        if running:
+            break
+        time.sleep(0.3)
+    assert running, "the worker never started a trial"
+    time.sleep(1.5)  # let a heartbeat land
+    os.killpg(worker.pid, signal.SIGKILL)
+    worker.wait()
+    time.sleep(4)    # past the grace period
+    out = subprocess.run(cli_sweep(tmp_path, url, "retry", 1, *beat),
+                         cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    trials = optuna.load_study(study_name="retry", storage=url).trials
+    assert trials[0].state == optuna.trial.TrialState.FAIL
+    retried = [t for t in trials[1:] if t.system_attrs.get("failed_trial") == 0]
+    assert retried and retried[0].params == trials[0].params
+    assert retried[0].state == optuna.trial.TrialState.COMPLETE
+
+
+def test_claim_test_reports_rank_correlations_whatever_their_sign():
+    rows = [{"objective": q, "recon_error": e, "symmetry_error": 0.0, "dimension": d, "recon_rmsd": e}
+            for q, e, d in [(0.9, 0.1, 10), (0.5, 0.4, 20), (0.2, 0.8, 30), (0.1, 0.9, 5)]]
+    tests = claim_tests(rows)
+    assert tests["recon_error"]["rho"] == pytest.approx(-1.0) and tests["recon_error"]["supports_claim"]
+    assert tests["symmetry_error"]["rho"] is None          # constant factor: not computable
+    assert tests["dimension"]["n"] == 4 and tests["dimension"]["supports_claim"] is not None
