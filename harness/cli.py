@@ -110,6 +110,25 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- eval -----------------------------------------------------------------------------------
+@command("eval")
+def cmd_eval(args: argparse.Namespace) -> int:
+    from harness.evaluate import evaluate_source, format_table, table_rows
+
+    reference = None if str(args.reference).lower() in ("none", "") else args.reference
+    result = evaluate_source(args.source, suite=args.suite, reference=reference, out=args.out,
+                             limit=args.limit, progress=not args.quiet)
+    print(format_table(table_rows(result), result.get("higher_is_better")))
+    meta = result.get("metadata", {})
+    skipped = meta.get("skipped") or []
+    n_skipped = (meta.get("counts") or {}).get("skipped", len(skipped))
+    if n_skipped:
+        print(f"\nskipped {n_skipped} record(s) (listed in the JSON metadata); first: {skipped[0]}")
+    if args.out:
+        print(f"\nwrote {args.out}")
+    return 0
+
+
 # -- check-space ----------------------------------------------------------------------------
 @command("check-space")
 def cmd_check_space(args: argparse.Namespace) -> int:
@@ -256,6 +275,15 @@ def build_parser() -> argparse.ArgumentParser:
                                        "or $L3DG_CACHE_DIR)")
     p.add_argument("--rebuild", action="store_true", help="ignore the cache and rebuild")
     p.add_argument("--json", action="store_true", help="print statistics as JSON")
+
+    p = sub.add_parser("eval", help="score an SDF/XYZ file or a dataset split with a metric suite")
+    p.add_argument("source", help="molecules: file.sdf, file.xyz, a folder, or a split like qm9:test")
+    p.add_argument("--suite", default="qm9/v1", help="suite name (l3dg list suites); default qm9/v1")
+    p.add_argument("--reference", default="qm9:train",
+                   help="reference split for novelty / distributions / FCD (none to skip)")
+    p.add_argument("--out", help="write metrics JSON here (atomically)")
+    p.add_argument("--limit", type=int, help="score only the first N molecules")
+    p.add_argument("--quiet", action="store_true", help="no timing lines on stderr")
 
     p = sub.add_parser("check-space", help="run the space conformance checks on a built-in or "
                                            "user space and print a pass/fail table")

@@ -304,7 +304,7 @@ class Study:
         test = self.split("test")
         n_latent = min(self.config.metrics.latent_molecules, len(test))
         latent_results = score_molecules(test.batch(np.arange(n_latent)), suite="latent/v1",
-                                         reference=None, bond_source="given", space=space,
+                                         reference=None, bond_source="dataset", space=space,
                                          progress=False)
         payload = {"space": name, "suite": self.config.metrics.suite,
                    "values": {**dict(results), **dict(latent_results)},

@@ -178,7 +178,7 @@ class Objective:
         test = study.split("val")
         n = min(32, len(test))
         res = score_molecules(test.batch(np.arange(n)), suite="latent/v1", reference=None,
-                              bond_source="given", space=space, progress=False)
+                              bond_source="dataset", space=space, progress=False)
         v = res.get("latent.recon_smiles_match", math.nan)
         return 0.0 if v is None or math.isnan(v) else float(v)
 

@@ -23,10 +23,12 @@ import abc
 import hashlib
 import json
 import logging
-import math
 import pickle
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
+
+if TYPE_CHECKING:
+    from metrics.samples import Samples
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,14 @@ class MetricError(ValueError):
     """A metric cannot run with what it was given (missing reference, space, ...)."""
 
 
+def quiet_rdkit() -> None:
+    """Silence RDKit's log: failed sanitisation is a result here, not noise. Called at the
+    start of every RDKit loop because other libraries (PoseBusters) re-enable the log."""
+    from rdkit import RDLogger
+
+    RDLogger.DisableLog("rdApp.*")
+
+
 def nan() -> float:
     return float("nan")
 
@@ -47,13 +57,6 @@ def nan() -> float:
 def ratio(numerator: float, denominator: float) -> float:
     """``numerator / denominator`` as a float, NaN when the denominator is 0."""
     return float(numerator) / float(denominator) if denominator else nan()
-
-
-def as_float(value: Any) -> float:
-    """A plain Python float (NaN for None / non-finite inputs stay NaN / inf as given)."""
-    if value is None:
-        return nan()
-    return float(value)
 
 
 class Metric(abc.ABC):
@@ -226,11 +229,3 @@ def reference_statistics(metric: Metric, reference: Any, refresh: bool = False) 
 def clear_memory_cache() -> None:
     """Forget in-memory reference statistics (tests)."""
     _MEMORY_CACHE.clear()
-
-
-def finite_mean(values: Iterable[float]) -> float:
-    vals = [v for v in values if v is not None and math.isfinite(v)]
-    return sum(vals) / len(vals) if vals else nan()
-
-
-from metrics.samples import Samples  # noqa: E402  (re-export for type hints)

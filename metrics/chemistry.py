@@ -32,7 +32,7 @@ import numpy as np
 from rdkit import Chem
 
 from harness.registry import METRICS
-from metrics.base import Metric, nan, ratio
+from metrics.base import Metric, nan, quiet_rdkit, ratio
 from metrics.rdkit_profile import canonical_smiles_of_valid, profile_molecule, rdkit_analysis
 from metrics.samples import Samples
 
@@ -76,7 +76,8 @@ def mmff_energies(mol: Chem.Mol, max_iters: int = 2000) -> tuple[float, float] |
 
 def _descriptor_chunk(jobs: Sequence[tuple]) -> list[tuple]:
     """Worker: (qed, sa, logp, mmff (before, after) or None or "skip") per molecule."""
-    from rdkit.Chem import QED, Crippen
+    quiet_rdkit()
+    from rdkit.Chem import QED
 
     scorer = sascorer()
     out = []
@@ -88,9 +89,10 @@ def _descriptor_chunk(jobs: Sequence[tuple]) -> list[tuple]:
         heavy = Chem.RemoveHs(mol, sanitize=False)
         try:
             Chem.SanitizeMol(heavy)
-            qed = float(QED.qed(heavy))
+            properties = QED.properties(heavy)        # ALOGP is Crippen's logP
+            qed = float(QED.qed(heavy, qedProperties=properties))
             sa = float(scorer.calculateScore(heavy))
-            logp = float(Crippen.MolLogP(heavy))
+            logp = float(properties.ALOGP)
         except Exception:  # descriptor code on exotic valences
             qed = sa = logp = nan()
         energies: Any = "skip"
@@ -144,9 +146,11 @@ class ChemistryMetric(Metric):
         jobs = []
         for rank, k in enumerate(valid.tolist()):
             atoms = samples.atoms(k)
+            do_mmff = mmff_cap is None or rank < mmff_cap
             jobs.append((samples.numbers[atoms], resolved.of(k), resolved.charges[atoms],
-                         samples.pos[atoms], mmff_cap is None or rank < mmff_cap,
+                         samples.pos[atoms] if do_mmff else None, do_mmff,
                          self.options["mmff_max_iters"]))
+        sascorer()  # load the fragment table once, before any worker forks
         results = chunked_map(_descriptor_chunk, jobs, workers=self.options["workers"], min_items=500)
         qed = [r[0] for r in results]
         sa = [r[1] for r in results]
@@ -237,7 +241,8 @@ def chemnet_statistics(smiles: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     import fcd
 
     model = fcd.load_ref_model()
-    activations = fcd.get_predictions(model, list(smiles), batch_size=256, device="cpu")
+    # n_jobs=0: tokenise in-process (the default forks a DataLoader worker per call)
+    activations = fcd.get_predictions(model, list(smiles), batch_size=256, n_jobs=0, device="cpu")
     return activations.mean(0), np.cov(activations.T)
 
 

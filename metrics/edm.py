@@ -36,7 +36,7 @@ from rdkit import Chem
 
 from harness.registry import METRICS
 from harness.types import ATOMIC_NUMBER
-from metrics.base import Metric, nan, ratio
+from metrics.base import Metric, nan, quiet_rdkit, ratio
 from metrics.samples import Samples
 
 # GEOM decoder order (also the table's element axis).
@@ -159,39 +159,67 @@ def tables(profile: str) -> ThresholdTables:
     return _TABLES[profile]
 
 
-def bond_orders(z: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor,
-                profile: str = "qm9") -> torch.Tensor:
-    """EDM bond orders of every pair, vectorised.
+def pair_bond_orders(z: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor,
+                     profile: str = "qm9") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """EDM bond orders of every unordered pair, vectorised over molecules and pairs.
+
+    Pairs are enumerated as ``(hi, lo)`` with ``hi > lo`` in row-major order (EDM's bond
+    insertion order); the table lookup uses (type of ``lo``, type of ``hi``), i.e. the
+    input order i < j.
 
     Args:
         z: [B, N] atomic numbers (0 in padding).
         pos: [B, N, 3] coordinates, Å (float64 recommended: the thresholds are sharp).
         mask: [B, N] real atoms.
     Returns:
-        [B, N, N] long symmetric bond orders (0 on the diagonal and padding).
+        ``order`` [B, P] long (0 for padding pairs), ``hi`` [P], ``lo`` [P] atom indices,
+        with P = N (N - 1) / 2.
     """
     t = tables(profile)
-    diff = pos[:, :, None, :] - pos[:, None, :, :]
-    d_pm = 100.0 * torch.sqrt((diff * diff).sum(-1))
-    zi, zj = z[:, :, None], z[:, None, :]
-    single = d_pm < t.single[zi, zj]
-    double = d_pm < t.double[zi, zj]
-    triple = d_pm < t.triple[zi, zj]
-    order = single.long() * (1 + double.long() * (1 + triple.long()))
     n = z.shape[1]
-    upper = torch.triu(torch.ones(n, n, dtype=torch.bool, device=z.device), diagonal=1)
-    pair = mask[:, :, None] & mask[:, None, :] & upper
-    # (type i, type j) with i < j is the lookup for the pair; mirror it to the lower half
-    order = order * pair
-    return order + order.transpose(1, 2)
+    hi, lo = torch.tril_indices(n, n, offset=-1, device=z.device)
+    diff = pos[:, lo] - pos[:, hi]                                  # [B, P, 3]
+    d_pm = 100.0 * torch.sqrt((diff * diff).sum(-1))
+    code = z[:, lo] * t.single.shape[1] + z[:, hi]                  # ordered (i, j), i < j
+    single = d_pm < t.single.view(-1)[code]
+    double = d_pm < t.double.view(-1)[code]
+    triple = d_pm < t.triple.view(-1)[code]
+    order = single.long() * (1 + double.long() * (1 + triple.long()))
+    order = order * (mask[:, lo] & mask[:, hi])
+    return order, hi, lo
+
+
+def pair_valence(order: torch.Tensor, hi: torch.Tensor, lo: torch.Tensor, n: int) -> torch.Tensor:
+    """[B, N] summed bond order of each atom from pair orders ``[B, P]``."""
+    valence = torch.zeros(order.shape[0], n, dtype=order.dtype, device=order.device)
+    valence.index_add_(1, hi, order)
+    valence.index_add_(1, lo, order)
+    return valence
+
+
+def bond_orders(z: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor,
+                profile: str = "qm9") -> torch.Tensor:
+    """Dense ``[B, N, N]`` symmetric EDM bond orders (0 on the diagonal and padding);
+    see :func:`pair_bond_orders`."""
+    order, hi, lo = pair_bond_orders(z, pos, mask, profile)
+    n = z.shape[1]
+    dense = torch.zeros(z.shape[0], n, n, dtype=order.dtype, device=order.device)
+    dense[:, hi, lo] = order
+    dense[:, lo, hi] = order
+    return dense
+
+
+def atom_stability_from_valence(z: torch.Tensor, valence: torch.Tensor, mask: torch.Tensor,
+                                profile: str = "qm9") -> torch.Tensor:
+    """[B, N] bool: the summed bond order is an allowed valence (False in padding)."""
+    allowed = tables(profile).allowed
+    return allowed[z, valence.clamp(max=MAX_VALENCE_COLUMN)] & mask
 
 
 def atom_stability(z: torch.Tensor, order: torch.Tensor, mask: torch.Tensor,
                    profile: str = "qm9") -> torch.Tensor:
-    """[B, N] bool: the atom's summed bond order is an allowed valence (False in padding)."""
-    valence = order.sum(-1).clamp(max=MAX_VALENCE_COLUMN)
-    allowed = tables(profile).allowed
-    return allowed[z, valence] & mask
+    """[B, N] bool from dense orders ``[B, N, N]``."""
+    return atom_stability_from_valence(z, order.sum(-1), mask, profile)
 
 
 # -- RDKit part ----------------------------------------------------------------------------
@@ -202,10 +230,10 @@ def build_validity_molecule(numbers: Sequence[int], edges: np.ndarray) -> Chem.R
     """Neutral atoms (implicit H allowed, as EDM) plus bonds ``[(i, j, order)]``, added in
     the order given (EDM adds them as i > j in row-major order)."""
     mol = Chem.RWMol()
-    for z in numbers:
-        mol.AddAtom(Chem.Atom(int(z)))
-    for i, j, order in edges:
-        mol.AddBond(int(i), int(j), _RDKIT_BOND[int(order)])
+    for z in np.asarray(numbers).tolist():
+        mol.AddAtom(Chem.Atom(z))
+    for i, j, order in np.asarray(edges).reshape(-1, 3).tolist():
+        mol.AddBond(i, j, _RDKIT_BOND[order])
     return mol
 
 
@@ -239,10 +267,12 @@ def whole_molecule_smiles(numbers: Sequence[int], edges: np.ndarray) -> str | No
 
 
 def _validity_chunk(jobs: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[tuple[bool, str | None]]:
+    quiet_rdkit()
     return [validity_smiles(z, e) for z, e in jobs]
 
 
 def _whole_smiles_chunk(jobs: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[str | None]:
+    quiet_rdkit()
     return [whole_molecule_smiles(z, e) for z, e in jobs]
 
 
@@ -261,22 +291,21 @@ class EdmAnalysis:
         self.atoms = samples.counts.copy()
         self.atoms_stable = np.zeros(m, np.int64)
         self.mol_stable = np.zeros(m, bool)
-        self.valence: list[np.ndarray] = []
         edge_chunks: list[tuple[np.ndarray, np.ndarray]] = []
         for start, stop in samples.chunks():
             z, pos, mask = samples.dense(start, stop)
-            order = bond_orders(z, pos, mask, profile)
-            stable = atom_stability(z, order, mask, profile)
+            order, hi, lo = pair_bond_orders(z, pos, mask, profile)
+            valence = pair_valence(order, hi, lo, z.shape[1])
+            stable = atom_stability_from_valence(z, valence, mask, profile)
             n_stable = stable.sum(1).numpy()
             self.atoms_stable[start:stop] = n_stable
             self.mol_stable[start:stop] = n_stable == mask.sum(1).numpy()
-            # edges (b, i, j) with i > j, row-major: EDM's bond insertion order
-            lower = torch.tril(order, diagonal=-1)
-            b, i, j = lower.nonzero(as_tuple=True)
-            o = lower[b, i, j]
+            # edges (b, hi, lo) in row-major pair order: EDM's bond insertion order
+            b, p = order.nonzero(as_tuple=True)
+            o = order[b, p]
             if profile == "geom":
                 o = torch.ones_like(o)
-            edge_chunks.append((b.numpy() + start, torch.stack([i, j, o], 1).numpy()))
+            edge_chunks.append((b.numpy() + start, torch.stack([hi[p], lo[p], o], 1).numpy()))
         if edge_chunks:
             mol_of_edge = np.concatenate([c[0] for c in edge_chunks])
             edges = np.concatenate([c[1] for c in edge_chunks])
@@ -316,7 +345,8 @@ class EdmMetric(Metric):
 
         analysis = EdmAnalysis(samples, profile)
         jobs = [(samples.numbers[samples.atoms(k)], analysis.edges[k]) for k in range(len(samples))]
-        results = chunked_map(_validity_chunk, jobs, workers=self.options["workers"])
+        # ~0.1 ms per molecule: a pool only pays off for very large sets
+        results = chunked_map(_validity_chunk, jobs, workers=self.options["workers"], min_items=30000)
         out = {
             "atoms": analysis.atoms, "atoms_stable": analysis.atoms_stable,
             "mol_stable": analysis.mol_stable,
@@ -366,6 +396,6 @@ class EdmMetric(Metric):
         samples = Samples.from_dataset(reference)
         analysis = EdmAnalysis(samples, self.options["profile"])
         jobs = [(samples.numbers[samples.atoms(k)], analysis.edges[k]) for k in range(len(samples))]
-        smiles = chunked_map(_whole_smiles_chunk, jobs, workers=self.options["workers"])
+        smiles = chunked_map(_whole_smiles_chunk, jobs, workers=self.options["workers"], min_items=30000)
         kept = [s for s in smiles if s is not None]
         return {"smiles": frozenset(kept), "molecules": len(samples), "sanitised": len(kept)}

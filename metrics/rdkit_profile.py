@@ -28,7 +28,7 @@ from rdkit import Chem
 
 from harness.registry import METRICS
 from harness.types import ATOMIC_NUMBER
-from metrics.base import Metric, nan, ratio
+from metrics.base import Metric, nan, quiet_rdkit, ratio
 from metrics.samples import Samples
 
 # element -> {formal charge: allowed summed bond orders}
@@ -84,19 +84,52 @@ def stable_atoms(samples: Samples) -> np.ndarray:
     return ok & in_range & (valence <= MAX_VALENCE_COLUMN)
 
 
+_BOND_TYPE = {1: Chem.BondType.SINGLE, 2: Chem.BondType.DOUBLE, 3: Chem.BondType.TRIPLE}
+
+
+def build_molecule(numbers: Sequence[int], bonds: np.ndarray, charges: Sequence[int],
+                   pos: np.ndarray | None = None) -> Chem.Mol:
+    """Explicit-H molecule from arrays: atoms with formal charges and no implicit H, bonds
+    ``[m, 3]`` (i, j, order 1/2/3), optional conformer (Å). Unsanitised. (The same molecule
+    as :func:`harness.chem.mol_from_arrays`, built from Python lists: this is the hot loop
+    of every RDKit-based metric.)"""
+    mol = Chem.RWMol()
+    for z, q in zip(np.asarray(numbers).tolist(), np.asarray(charges).tolist()):
+        atom = Chem.Atom(z)
+        if q:
+            atom.SetFormalCharge(q)
+        atom.SetNoImplicit(True)
+        mol.AddAtom(atom)
+    for i, j, order in np.asarray(bonds).reshape(-1, 3).tolist():
+        mol.AddBond(i, j, _BOND_TYPE[order])
+    if pos is not None:
+        from rdkit.Geometry import Point3D
+
+        conf = Chem.Conformer(len(numbers))
+        for k, (x, y, z) in enumerate(np.asarray(pos, np.float64).tolist()):
+            conf.SetAtomPosition(k, Point3D(x, y, z))
+        conf.Set3D(True)
+        mol.AddConformer(conf, assignId=True)
+    mol = mol.GetMol()
+    mol.UpdatePropertyCache(strict=False)
+    return mol
+
+
+def has_radicals(mol: Chem.Mol) -> bool:
+    atom = mol.GetAtomWithIdx
+    return any(atom(k).GetNumRadicalElectrons() for k in range(mol.GetNumAtoms()))
+
+
 def profile_molecule(numbers: Sequence[int], bonds: np.ndarray, charges: Sequence[int],
                      pos: np.ndarray | None = None) -> tuple[Chem.Mol, bool]:
     """The profile's molecule (explicit H, given charges, no implicit H) and whether it is
     valid (sanitises, no radicals). The molecule is sanitised in place when valid."""
-    from harness.chem import mol_from_arrays
-
-    mol = mol_from_arrays(numbers, pos, bonds, charges, sanitize=False)
+    mol = build_molecule(numbers, bonds, charges, pos)
     try:
         Chem.SanitizeMol(mol)
     except Exception:  # RDKit raises several chemistry exception types
         return mol, False
-    radicals = sum(a.GetNumRadicalElectrons() for a in mol.GetAtoms())
-    return mol, radicals == 0
+    return mol, not has_radicals(mol)
 
 
 def canonical_smiles_of_valid(mol: Chem.Mol) -> str:
@@ -107,6 +140,7 @@ def canonical_smiles_of_valid(mol: Chem.Mol) -> str:
 def _profile_chunk(jobs: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]
                    ) -> list[tuple[bool, int, str | None]]:
     """Worker: (valid, fragments, SMILES or None) per (numbers, bonds, charges)."""
+    quiet_rdkit()
     out = []
     for numbers, bonds, charges in jobs:
         mol, valid = profile_molecule(numbers, bonds, charges)
@@ -126,7 +160,7 @@ def rdkit_analysis(samples: Samples, workers: int | None = None) -> dict[str, An
     resolved = samples.resolved_bonds()
     jobs = [(samples.numbers[samples.atoms(k)], resolved.of(k), resolved.charges[samples.atoms(k)])
             for k in range(len(samples))]
-    results = chunked_map(_profile_chunk, jobs, workers=workers)
+    results = chunked_map(_profile_chunk, jobs, workers=workers, min_items=5000)
     failed = resolved.status == "failed"
     valid = np.array([v for v, _, _ in results], bool) & ~failed
     out = {

@@ -113,7 +113,19 @@ class Samples:
                 or len(self.bonds_known) != m:
             raise ValueError("Samples: bond arrays disagree with the molecule count")
         if len(self.numbers) and not np.isfinite(self.pos).all():
-            raise ValueError("Samples: coordinates contain NaN or inf")
+            bad = np.unique(np.repeat(np.arange(m), self.counts)[~np.isfinite(self.pos).all(1)])
+            raise ValueError(f"Samples: coordinates contain NaN or inf (molecules "
+                             f"{[self.names[k] for k in bad[:5]]})")
+        if len(self.bonds):
+            mol_of_bond = np.repeat(np.arange(m), np.diff(self.bond_ptr))
+            n_of_bond = self.counts[mol_of_bond]
+            bad = ~np.isin(self.bonds[:, 2], (1, 2, 3)) | (self.bonds[:, :2] < 0).any(1) \
+                | (self.bonds[:, :2] >= n_of_bond[:, None]).any(1) | (self.bonds[:, 0] == self.bonds[:, 1])
+            if bad.any():
+                k = int(np.flatnonzero(bad)[0])
+                raise ValueError(f"Samples: molecule {self.names[mol_of_bond[k]]!r} has an invalid "
+                                 f"bond row {self.bonds[k].tolist()} (orders must be 1, 2 or 3 "
+                                 "between two distinct atoms of the molecule)")
 
     # -- constructors -----------------------------------------------------------------------
     @classmethod
@@ -124,6 +136,7 @@ class Samples:
         single atom); pass ``bonds_known`` to say otherwise (e.g. a decoder's output,
         where "no bonds" is an answer)."""
         mode, origin = parse_bond_source(bond_source)
+        records, bonds_known, skipped = _drop_unusable(records, bonds_known, skipped)
         counts = np.fromiter((r.n_atoms for r in records), np.int64, len(records))
         bond_counts = np.fromiter((len(r.bonds) for r in records), np.int64, len(records))
         cat = (lambda xs, shape, dt: np.concatenate(xs).astype(dt) if len(xs) else np.zeros(shape, dt))
@@ -155,14 +168,17 @@ class Samples:
 
     @classmethod
     def from_mols(cls, mols: Sequence[Any], bond_source: str = "auto") -> "Samples":
-        """From RDKit molecules with conformers; a ``None`` entry (a failed sample) is
-        recorded in :attr:`skipped`."""
+        """From RDKit molecules with conformers (or records); a ``None`` entry (a failed
+        sample) is recorded in :attr:`skipped`."""
         from harness.chem import RecordError, mol_to_record
 
         records, skipped = [], []
         for k, mol in enumerate(mols):
             if mol is None:
                 skipped.append({"source": "input", "index": k, "reason": "no molecule (None)"})
+                continue
+            if isinstance(mol, MolRecord):
+                records.append(mol)
                 continue
             try:
                 records.append(mol_to_record(mol))
@@ -332,7 +348,7 @@ class Samples:
         jobs = [(self.numbers[self.atoms(k)], self.pos[self.atoms(k)]) for k in to_perceive]
         from metrics.parallel import chunked_map
 
-        results = chunked_map(_perceive_chunk, jobs, min_items=1500)
+        results = chunked_map(_perceive_chunk, jobs, min_items=3000)
         status = np.where(use_given, "given", "perceived").astype(object)
         charges = self.charges.copy()
         per_mol: list[np.ndarray] = [self.given_bonds(k) for k in range(m)]
@@ -371,9 +387,29 @@ class Samples:
         return out
 
 
+def _drop_unusable(records: Sequence[MolRecord], bonds_known, skipped: Sequence[dict]):
+    """Move records with no atoms or non-finite coordinates to ``skipped`` (a diverged
+    sample must not abort scoring; it is reported and counted instead)."""
+    keep, known_kept, skipped = [], [], list(skipped)
+    for k, r in enumerate(records):
+        if r.n_atoms == 0:
+            skipped.append({"source": "input", "index": k, "name": r.name, "reason": "no atoms"})
+        elif not np.isfinite(r.pos).all():
+            skipped.append({"source": "input", "index": k, "name": r.name,
+                            "reason": "coordinates contain NaN or inf"})
+        else:
+            keep.append(r)
+            if bonds_known is not None:
+                known_kept.append(bool(bonds_known[k]))
+    return keep, (None if bonds_known is None else np.asarray(known_kept, bool)), skipped
+
+
 def _perceive_chunk(jobs: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[tuple]:
     """Worker: ``rdDetermineBonds`` on each (numbers, pos); (bonds, charges, None) or
     (None, None, reason)."""
+    from metrics.base import quiet_rdkit
+
+    quiet_rdkit()
     from harness.chem import RecordError, bonds_of, perceive_bonds
 
     out = []

@@ -1,0 +1,252 @@
+"""Standalone scorer behind ``l3dg eval SOURCE [--suite NAME] [--reference qm9:train]``.
+
+SOURCE is an SDF/XYZ file (or a folder of them) of molecules — ours or another tool's — or
+a dataset split such as ``qm9:test``, so the data itself can be scored. Bonds in an SDF are
+used as given; records without bonds (XYZ, bond-free SDF) get ``rdDetermineBonds`` bonds in
+the bond-based metrics, and the results say which source each molecule's bonds came from.
+
+Every table carries a **reference row**: for a file source, the same suite on the
+reference dataset's held-out split (``qm9:train`` -> ``qm9:test``), truncated to the
+source's molecule count so size-dependent metrics (uniqueness, FCD) are comparable; that row
+is cached on disk. A dataset source is itself a data row.
+
+JSON written with ``--out`` (atomically)::
+
+    {"source": ..., "suite": ..., "reference": ...,
+     "metrics": {key: value}, "higher_is_better": {key: bool|null},
+     "metadata": {suite, members, counts, bond_source, skipped (file, record, reason), ...},
+     "reference_row": {"source": ..., "metrics": {...}, "metadata": {...}} | null}
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+from harness.io import atomic_write_json
+
+__all__ = ["evaluate_source", "format_table", "load_samples", "score_molecules", "table_rows"]
+
+
+def _log(progress: bool, message: str) -> None:
+    if progress:
+        print(message, file=sys.stderr, flush=True)
+
+
+def _is_file_source(source: str) -> bool:
+    path = Path(source)
+    return path.suffix.lower() in (".sdf", ".xyz") or path.is_dir()
+
+
+def load_samples(source: str, limit: int | None = None):
+    """(Samples, description) for a source string.
+
+    Files are read with bond perception off so that bonds present in the file are kept as
+    ``file`` bonds and the rest are perceived (and labelled) by the bond-based metrics.
+    """
+    from metrics.samples import Samples
+
+    if _is_file_source(source):
+        from harness.chem import read_sdf, read_xyz
+
+        root = Path(source)
+        if not root.exists():
+            raise FileNotFoundError(f"eval: {root} does not exist")
+        files = sorted(p for p in root.iterdir() if p.suffix.lower() in (".sdf", ".xyz")) \
+            if root.is_dir() else [root]
+        if not files:
+            raise ValueError(f"eval: no .sdf or .xyz files in {root}")
+        records, skipped = [], []
+        for f in files:
+            if f.suffix.lower() == ".xyz":
+                recs, skip = read_xyz(f, None, perceive=False)
+            else:
+                pairs, skip = read_sdf(f, None, perceive_missing_bonds=False)
+                recs = [r for r, _ in pairs]
+            records += recs
+            skipped += [{"source": s.source, "index": s.index, "reason": s.reason} for s in skip]
+        read = len(records)
+        if limit is not None:
+            records = records[:limit]
+        samples = Samples.from_records(records, "auto", skipped=skipped)
+        samples.bond_origin = "file"
+        description = {"kind": "file", "path": str(root), "files": [str(f) for f in files],
+                       "records_read": read, "records_skipped": len(skipped),
+                       "parsed_fraction": read / (read + len(skipped)) if read + len(skipped) else math.nan}
+        return samples, description
+    from harness.data import load_source
+
+    dataset = load_source(source)
+    samples = Samples.from_dataset(dataset, limit=limit)
+    description = {"kind": "dataset", "name": getattr(dataset, "name", source),
+                   "fingerprint": getattr(dataset, "fingerprint", ""), "molecules": len(dataset)}
+    return samples, description
+
+
+def _held_out_split(reference: str | None) -> str | None:
+    """``qm9:train`` -> ``qm9:test``: the split whose molecules form the reference row."""
+    if not reference:
+        return None
+    match = re.fullmatch(r"(.+):train", reference)
+    return f"{match.group(1)}:test" if match else None
+
+
+def _row_cache_path(reference_ds: Any, key: Mapping[str, Any]) -> Path | None:
+    cache_dir = getattr(reference_ds, "cache_dir", None)
+    if cache_dir is None:
+        return None
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    return Path(cache_dir) / "metric-rows" / f"{digest}.json"
+
+
+def _reference_row(row_source: str, suite: str, reference_ds: Any, n: int | None,
+                   progress: bool) -> dict[str, Any]:
+    from metrics import MetricResults, get_suite, score_molecules as score
+    from metrics.samples import Samples
+    from harness.data import load_source
+
+    row_ds = load_source(row_source)
+    samples = Samples.from_dataset(row_ds, limit=n)
+    suite_obj = get_suite(suite)
+    key = {"suite": suite_obj.describe(), "row": getattr(row_ds, "fingerprint", row_source),
+           "molecules": len(samples), "reference": getattr(reference_ds, "fingerprint", "")}
+    path = _row_cache_path(reference_ds, key)
+    if path is not None and path.exists():
+        try:
+            cached = json.loads(path.read_text())
+            if cached.get("key") == json.loads(json.dumps(key, default=str)):
+                _log(progress, f"reference row {row_source}: cached ({path})")
+                return cached["row"]
+        except (OSError, ValueError, KeyError):
+            pass
+    _log(progress, f"reference row {row_source} ({len(samples)} molecules)")
+    results: MetricResults = score(samples, suite_obj, reference_ds, progress=progress)
+    row = {"source": row_source, **results.to_json()}
+    if path is not None:
+        atomic_write_json(path, {"key": key, "row": row})
+    return row
+
+
+def evaluate_source(source: str, suite: str = "qm9/v1", reference: str | None = "qm9:train",
+                    out: Path | str | None = None, limit: int | None = None,
+                    progress: bool = True, reference_row: str | None = "auto") -> dict[str, Any]:
+    """Score a file of molecules or a dataset split with a suite.
+
+    Args:
+        source: SDF/XYZ path (file or folder) or dataset split (``qm9:test``).
+        suite: suite name (``qm9/v1``, ``edm/v1``, ...).
+        reference: dataset split the reference statistics come from (training SMILES for
+            novelty, distributions, FCD); None for none (those metrics are NaN).
+        out: JSON path (written atomically).
+        limit: score only the first ``limit`` molecules.
+        progress: timing lines on stderr.
+        reference_row: split scored as the table's reference row; ``"auto"``: the
+            reference's held-out split for file sources, none for dataset sources.
+
+    Returns:
+        The JSON-ready result (see the module doc).
+    """
+    from metrics import score_molecules as score
+
+    t0 = time.perf_counter()
+    _log(progress, f"eval {source} with {suite}")
+    samples, description = load_samples(source, limit)
+    reference_ds = None
+    if reference:
+        from harness.data import load_source
+
+        reference_ds = load_source(reference)
+    results = score(samples, suite, reference_ds, progress=progress)
+    results.metadata["source"] = description
+    payload: dict[str, Any] = {"source": source, "suite": suite, "reference": reference,
+                               **results.to_json()}
+    if reference_row == "auto":
+        reference_row = _held_out_split(reference) if description["kind"] == "file" else None
+    payload["reference_row"] = None
+    if reference_row:
+        payload["reference_row"] = _reference_row(reference_row, suite, reference_ds,
+                                                  len(samples), progress)
+    payload["metadata"]["seconds_wall"] = round(time.perf_counter() - t0, 3)
+    if out is not None:
+        atomic_write_json(out, payload)
+        _log(progress, f"wrote {out}")
+    return payload
+
+
+def table_rows(result: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    """Rows for :func:`format_table` from an :func:`evaluate_source` result: the source,
+    then its reference row (if any)."""
+    rows = {str(result["source"]): dict(result["metrics"])}
+    ref = result.get("reference_row")
+    if ref:
+        rows[f"{ref['source']} (reference)"] = dict(ref["metrics"])
+    return rows
+
+
+def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, float):
+        if value != 0 and (abs(value) >= 1e4 or abs(value) < 1e-3):
+            return f"{value:.3e}"
+        return f"{value:.4f}"
+    return str(value)
+
+
+def format_table(rows: Mapping[str, Mapping[str, Any]],
+                 higher_is_better: Mapping[str, bool | None] | None = None) -> str:
+    """A plain-text table: one line per metric, one column per row (source).
+
+    Args:
+        rows: row label (e.g. ``samples.sdf``, ``qm9:test (reference)``) -> metric -> value.
+        higher_is_better: optional direction per metric, shown as ↑ / ↓ after the name.
+    """
+    labels = list(rows)
+    metrics: list[str] = []
+    for values in rows.values():
+        metrics += [k for k in values if k not in metrics]
+    arrows = {True: " ↑", False: " ↓"}
+    names = [m + arrows.get((higher_is_better or {}).get(m), "") for m in metrics]
+    cells = [[_fmt(rows[label].get(m)) for label in labels] for m in metrics]
+    width0 = max([len("metric")] + [len(n) for n in names])
+    widths = [max([len(label)] + [len(c[k]) for c in cells]) for k, label in enumerate(labels)]
+    line = lambda first, rest: "  ".join([first.ljust(width0)] + [r.rjust(w) for r, w in zip(rest, widths)])
+    out = [line("metric", labels), line("-" * width0, ["-" * w for w in widths])]
+    out += [line(n, c) for n, c in zip(names, cells)]
+    return "\n".join(out)
+
+
+def score_molecules(molecules: Any, suite: str = "qm9/v1", reference: Any = None,
+                    bond_source: str = "auto", space: Any = None,
+                    options: Mapping[str, Mapping[str, Any]] | None = None,
+                    progress: bool = False, reference_dataset: Any = None):
+    """:func:`metrics.score_molecules` for the study runner and the CLI.
+
+    Args:
+        molecules: decoded samples (MolBatch with ``bonds`` or ``bonds=None``), records,
+            RDKit molecules, or a dataset.
+        suite: suite name.
+        reference / reference_dataset (alias): the reference dataset, or a source string
+            such as ``"qm9:train"``.
+        bond_source: ``"auto"``, ``"perceive"``, or a label for given bonds (``"decoder"``,
+            ``"given"``, ...); pass ``space.bond_source`` for decoded samples.
+        space: the space (latent diagnostics).
+        options: per-metric option overrides (``{"fcd": {"max_molecules": 200}}``).
+    Returns:
+        :class:`metrics.MetricResults` (a dict of floats with ``metadata``).
+    """
+    from metrics import score_molecules as score
+
+    if reference is None:
+        reference = reference_dataset
+    if isinstance(reference, str):
+        from harness.data import load_source
+
+        reference = load_source(reference)
+    return score(molecules, suite, reference, bond_source=bond_source, space=space,
+                 options=options, progress=progress)
