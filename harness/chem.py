@@ -287,7 +287,8 @@ def read_sdf(path: str | Path, elements: Sequence[str] | None = None,
 def _parse_mol_block(block: str, index: int, elements, perceive_missing_bonds) -> MolRecord:
     if not block.strip():
         raise RecordError("empty record")
-    if re.search(r"\b(nan|inf)\b", block.split("M  END")[0], flags=re.I):
+    atom_lines = "".join(block.splitlines(keepends=True)[3:]).split("M  END")[0]  # not the title
+    if re.search(r"\b(nan|inf)\b", atom_lines, flags=re.I):
         raise RecordError("coordinates contain NaN or inf")
     with rdkit_messages() as messages:
         mol = Chem.MolFromMolBlock(block, sanitize=False, removeHs=False, strictParsing=True)
@@ -365,7 +366,11 @@ def read_xyz(path: str | Path, elements: Sequence[str] | None = None,
             try:
                 n = int(lines[k].split()[0])
             except ValueError:
-                raise RecordError(f"line {k + 1}: expected an atom count, got {lines[k]!r}") from None
+                k += 1  # resynchronise on the next line
+                raise RecordError(f"line {k}: expected an atom count, got {lines[k - 1]!r}") from None
+            if n < 1:
+                k += 1
+                raise RecordError(f"line {k}: atom count must be positive, got {n}")
             body = lines[k + 2: k + 2 + n]
             title = lines[k + 1].strip() if k + 1 < len(lines) else ""
             k += 2 + n

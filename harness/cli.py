@@ -179,13 +179,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.study import Study
 
     if args.resume:
-        study = Study.resume(args.resume, args.overrides)
+        study = Study.resume(args.resume, args.overrides, force=args.force)
     else:
         source = args.config or "default"
         if "=" in source:  # `l3dg run key=value` with the default preset
             args.overrides.insert(0, source)
             source = "default"
-        study = Study.from_source(source, args.overrides)
+        study = Study.from_source(source, args.overrides, force=args.force)
     print(f"study {study.config.study}: {', '.join(study.config.spaces)} -> {study.root}")
     rows = study.run()
     print()
@@ -204,6 +204,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     for name in names:
         space = Space.load(study.root / name / "space")
         out = args.out or f"samples_{args.sampler or study.config.sampling.sampler}_{args.n}"
+        if out == "samples":
+            raise ValueError("--out samples would overwrite the study's scored samples; choose another name")
         info = study._sample(name, space, study.root / name, n=args.n, sampler=args.sampler,
                              steps=args.steps, out_name=out)
         print(f"{name}: {info['n']} molecules -> {study.root / name / (out + '.sdf')} "
@@ -216,6 +218,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     from harness.report import results_table, write_report
     from harness.study import collect_results
 
+    from pathlib import Path
+
+    if not (Path(args.run_dir) / "config.yaml").exists():
+        raise FileNotFoundError(f"{args.run_dir} is not a study directory (no config.yaml)")
     path = write_report(args.run_dir)
     print(results_table(collect_results(path.parent)))
     print(f"\nreport: {path}")
@@ -300,6 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="dotted config overrides, e.g. generator.max_steps=2000 spaces.flat.width=64")
     p.add_argument("--resume", metavar="RUN_DIR", help="resume a killed study, skipping finished stages")
+    p.add_argument("--force", action="store_true",
+                   help="when the config changed since results were written, redo the affected "
+                        "stages (default: refuse, so results are never silently mixed)")
 
     p = sub.add_parser("sample", help="sample more molecules from a finished study's generators")
     p.add_argument("run_dir")

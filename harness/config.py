@@ -117,8 +117,9 @@ class SweepConfig:
     #: "quality" (valid x unique x mol-stable, maximise) or "quality+time" (multi-objective:
     #: also minimise total wall time)
     objective: str = "quality"
-    #: prune on the reconstruction proxy (single objective only)
-    prune: bool = True
+    #: prune on the reconstruction proxy (single objective only). Off by default: pruning
+    #: removes low-reconstruction trials, which biases the claim test of sweep-report.
+    prune: bool = False
     heartbeat_interval: int = 30
     grace_period: int = 120
     max_retry: int = 1
@@ -150,8 +151,7 @@ class StudyConfig:
 
     def generator_for(self, space: str) -> GeneratorConfig:
         """The generator config of one space (``generator`` + its overrides)."""
-        merged = dataclasses.asdict(self.generator)
-        merged.update(self.generator_overrides.get(space, {}))
+        merged = merge(dataclasses.asdict(self.generator), self.generator_overrides.get(space) or {})
         return _build(GeneratorConfig, merged, f"generator_overrides.{space}")
 
 
@@ -201,6 +201,12 @@ def _check_type(value: Any, hint: Any, key: str) -> Any:
         return value
     if text.startswith("dict") and not isinstance(value, dict):
         raise ConfigError(f"config key {key!r} must be a mapping, got {value!r}")
+    if text.startswith("dict[str, dict"):
+        # `spaces: {raw: }` in YAML means "raw with default options"
+        value = {k: {} if v is None else v for k, v in value.items()}
+        for k, v in value.items():
+            if not isinstance(v, dict):
+                raise ConfigError(f"config key '{key}.{k}' must be a mapping of options, got {v!r}")
     if text.startswith("list"):
         if isinstance(value, (str, int, float)):
             value = [value]
@@ -326,6 +332,11 @@ def validate_components(config: StudyConfig) -> None:
             SCHEDULES.get(gen.schedule)
         except KeyError as err:
             raise ConfigError(f"config key 'generator.schedule': {err.args[0]}") from None
+        if gen.prediction not in ("eps", "x0", "v"):
+            raise ConfigError(f"config key 'generator.prediction' must be eps, x0 or v, got {gen.prediction!r}")
+        if gen.normalize not in ("none", "standard"):
+            raise ConfigError(f"config key 'generator.normalize' must be none or standard, got {gen.normalize!r}")
+    _validate_sweep(config)
     try:
         SAMPLERS.get(config.sampling.sampler)
     except KeyError as err:
@@ -333,6 +344,51 @@ def validate_components(config: StudyConfig) -> None:
     from metrics.suites import get_suite
 
     try:
-        get_suite(config.metrics.suite)
+        suite = get_suite(config.metrics.suite)
     except KeyError as err:
         raise ConfigError(f"config key 'metrics.suite': {err.args[0]}") from None
+    members = {m.metric for m in suite.members}
+    for name in config.metrics.options:
+        if name not in members:
+            raise ConfigError(f"config key 'metrics.options.{name}': suite {suite.name} has no metric "
+                              f"{name!r}; its metrics: {', '.join(sorted(members))}")
+    try:
+        suite.metrics(config.metrics.options)
+    except (TypeError, KeyError) as err:
+        raise ConfigError(f"config key 'metrics.options': {err}") from None
+    if config.generator.context:
+        _validate_context(config)
+
+
+def _validate_context(config: StudyConfig) -> None:
+    from harness.data import load_dataset
+
+    if config.data.dataset == "qm9":
+        from harness.data.qm9 import PROPERTIES
+
+        names = [p for p, _, _ in PROPERTIES]
+    else:
+        names = list(config.data.options.get("property_fields", []))
+    bad = [c for c in config.generator.context if c not in names]
+    if bad:
+        raise ConfigError(f"config key 'generator.context': {bad} not among the dataset's "
+                          f"properties {names}")
+
+
+def _validate_sweep(config: StudyConfig) -> None:
+    from harness.registry import SPACES
+
+    sw = config.sweep
+    if sw.objective not in ("quality", "quality+time"):
+        raise ConfigError(f"config key 'sweep.objective' must be 'quality' or 'quality+time', got {sw.objective!r}")
+    for name in sw.spaces:
+        if name not in SPACES:
+            raise ConfigError(f"config key 'sweep.spaces': unknown space {name!r}; valid spaces: "
+                              f"{', '.join(SPACES.names())}")
+    for key in ("ae_epochs_range", "lr_range"):
+        lo_hi = getattr(sw, key)
+        if len(lo_hi) != 2 or lo_hi[0] > lo_hi[1] or lo_hi[0] <= 0 and key == "lr_range":
+            raise ConfigError(f"config key 'sweep.{key}' must be [low, high] with low <= high, got {lo_hi}")
+    for key in ("latent_widths", "per_atom_k", "max_steps_choices", "geo_encoders", "spaces"):
+        if not getattr(sw, key):
+            raise ConfigError(f"config key 'sweep.{key}' must not be empty")

@@ -189,7 +189,9 @@ def plot_training_curves(root: Path, spaces: list[str], path: Path) -> Path | No
 
 
 def sample_grid(sdf: Path, path: Path, n: int = 12) -> Path | None:
-    """RDKit depiction grid of the first ``n`` samples (2D layout of their perceived graphs)."""
+    """RDKit depiction grid of the first ``n`` samples as written (bonds as in the SDF:
+    decoder bonds, or perceived ones; a sample whose bonds could not be perceived is drawn
+    as its bare atoms and labelled so)."""
     from rdkit import Chem
     from rdkit.Chem import Draw
 
@@ -197,7 +199,7 @@ def sample_grid(sdf: Path, path: Path, n: int = 12) -> Path | None:
 
     if not sdf.exists():
         return None
-    records, _ = read_sdf(sdf, perceive_missing_bonds=True)
+    records, _ = read_sdf(sdf, perceive_missing_bonds=False)
     from harness.chem import record_to_mol
 
     mols, legends = [], []
@@ -207,11 +209,12 @@ def sample_grid(sdf: Path, path: Path, n: int = 12) -> Path | None:
             mol = Chem.RemoveHs(mol, sanitize=False)
             mol.UpdatePropertyCache(strict=False)
             Chem.rdDepictor.Compute2DCoords(mol)
-        except Exception:  # drawing is best-effort; a bad sample still gets a cell
+        except Exception:  # an undrawable sample still gets a (blank) cell
+            mols.append(Chem.Mol())
+            legends.append("(not drawable)")
             continue
-        smi = Chem.MolToSmiles(mol)
         mols.append(mol)
-        legends.append(smi[:28])
+        legends.append(Chem.MolToSmiles(mol)[:28] if mol.GetNumBonds() else f"no bonds, {mol.GetNumAtoms()} heavy atoms")
     if not mols:
         return None
     image = Draw.MolsToGridImage(mols, molsPerRow=4, subImgSize=(220, 180), legends=legends)

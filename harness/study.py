@@ -33,6 +33,10 @@ log = logging.getLogger(__name__)
 STAGES = ("fit_space", "encode", "train_generator", "sample", "score")
 
 
+class StaleResults(ValueError):
+    """Results on disk were produced by a different config than the one now given."""
+
+
 class StudyInterrupted(RuntimeError):
     """Raised by ``stop_after`` (tests of resume) after the named stage completed."""
 
@@ -47,7 +51,23 @@ class SpaceState:
     def done(self, stage: str) -> bool:
         return stage in self.data["done"]
 
-    def mark(self, stage: str, elapsed: float, info: dict[str, Any] | None = None) -> None:
+    def start(self, stage: str, fingerprint: str) -> None:
+        self.data.setdefault("started", {})[stage] = fingerprint
+        atomic_write_json(self.path, self.data)
+
+    def fingerprint(self, stage: str) -> str | None:
+        return self.data.get("fingerprints", {}).get(stage) or self.data.get("started", {}).get(stage)
+
+    def forget(self, stages: list[str]) -> None:
+        """Drop stages (to be redone) from the record."""
+        for key in ("done", "seconds", "info", "fingerprints", "started"):
+            for stage in stages:
+                self.data.get(key, {}).pop(stage, None)
+        atomic_write_json(self.path, self.data)
+
+    def mark(self, stage: str, elapsed: float, info: dict[str, Any] | None = None,
+             fingerprint: str | None = None) -> None:
+        self.data.setdefault("fingerprints", {})[stage] = fingerprint
         self.data["done"][stage] = time.strftime("%Y-%m-%dT%H:%M:%S")
         self.data["seconds"][stage] = round(elapsed, 2)
         self.data.setdefault("info", {}).setdefault(stage, {}).update(info or {})
@@ -72,7 +92,7 @@ def _load_latents(path: Path, spec):
 
 
 def _save_molbatch(batch, path: Path) -> None:
-    payload = {k: getattr(batch, k) for k in ("atom_types", "pos", "mask", "charges", "bonds")}
+    payload = {k: getattr(batch, k) for k in ("atom_types", "pos", "mask", "charges", "bonds", "props")}
     payload["elements"] = list(batch.elements)
     with atomic_path(path, ".pt") as tmp:
         torch.save(payload, tmp)
@@ -83,33 +103,73 @@ def load_molbatch(path: Path):
 
     data = torch.load(path, weights_only=True)
     return MolBatch(atom_types=data["atom_types"], pos=data["pos"], mask=data["mask"],
-                    elements=tuple(data["elements"]), charges=data["charges"], bonds=data["bonds"])
+                    elements=tuple(data["elements"]), charges=data["charges"], bonds=data["bonds"],
+                    props=data.get("props"))
 
 
 class Study:
     """A comparative study rooted at ``runs/<study>`` (see the module docstring)."""
 
-    def __init__(self, config: StudyConfig, root: Path | None = None):
+    def __init__(self, config: StudyConfig, root: Path | None = None, force: bool = False):
         self.config = config
         self.root = Path(root) if root else Path(config.output_dir) / config.study
+        self.force = force
         self._dataset = None
 
     # -- construction -------------------------------------------------------------------
     @classmethod
-    def from_source(cls, source, overrides: list[str] | None = None) -> "Study":
+    def from_source(cls, source, overrides: list[str] | None = None, force: bool = False) -> "Study":
         config = load_config(source, overrides)
         validate_components(config)
-        return cls(config)
+        return cls(config, force=force)
 
     @classmethod
-    def resume(cls, run_dir: str | Path, overrides: list[str] | None = None) -> "Study":
+    def resume(cls, run_dir: str | Path, overrides: list[str] | None = None,
+               force: bool = False) -> "Study":
         run_dir = Path(run_dir)
         path = run_dir / "config.yaml"
         if not path.exists():
             raise FileNotFoundError(f"{run_dir} is not a study directory (no config.yaml)")
         config = load_config(yaml.safe_load(path.read_text()), overrides)
         validate_components(config)
-        return cls(config, root=run_dir)
+        return cls(config, root=run_dir, force=force)
+
+    # -- what each stage depends on ------------------------------------------------------
+    def stage_fingerprints(self, name: str) -> dict[str, str]:
+        """A hash per stage of the config keys that shape its output (devices, progress bars
+        and the study name do not)."""
+        import dataclasses
+
+        from harness.data.base import fingerprint_of
+
+        c = self.config
+        fit = fingerprint_of({"data": dataclasses.asdict(c.data), "seed": c.seed, "space": name,
+                              "options": c.spaces.get(name) or {}})
+        gen = fingerprint_of([fit, dataclasses.asdict(c.generator_for(name))])
+        sample = fingerprint_of([gen, dataclasses.asdict(c.sampling)])
+        score = fingerprint_of([sample, dataclasses.asdict(c.metrics)])
+        return {"fit_space": fit, "encode": fit, "train_generator": gen, "sample": sample, "score": score}
+
+    def _check_stale(self, name: str, state: "SpaceState", directory: Path) -> None:
+        """Refuse (or, with ``force``, redo) stages whose recorded config differs."""
+        wanted = self.stage_fingerprints(name)
+        for k, stage in enumerate(STAGES):
+            have = state.fingerprint(stage)
+            if have is None or have == wanted[stage]:
+                continue
+            redo = list(STAGES[k:])
+            if not self.force:
+                raise StaleResults(
+                    f"{directory}: stage {stage!r} was run with a different config than the one "
+                    f"given now. Use another study name (study=NAME), or --force to redo "
+                    f"{', '.join(redo)} with the new config (their old results are replaced).")
+            log.warning("%s: config changed; redoing %s", name, ", ".join(redo))
+            state.forget(redo)
+            if "train_generator" in redo and (directory / "generator").exists():
+                import shutil
+
+                shutil.rmtree(directory / "generator")  # never resume from another config's checkpoint
+            return
 
     # -- data -----------------------------------------------------------------------------
     @property
@@ -137,6 +197,9 @@ class Study:
         (used to test resume).
         """
         torch.manual_seed(self.config.seed)
+        for name in spaces or list(self.config.spaces):
+            if (self.root / name / "state.json").exists():  # before config.yaml is replaced
+                self._check_stale(name, SpaceState(self.root / name), self.root / name)
         self.root.mkdir(parents=True, exist_ok=True)
         config_path = self.root / "config.yaml"
         atomic_write_text(config_path, yaml.safe_dump(self.config.to_dict(), sort_keys=False))
@@ -167,9 +230,11 @@ class Study:
             log.info("%s/%s: done already, skipped", space_name, stage)
             return
         log.info("%s/%s ...", space_name, stage)
+        fingerprint = self.stage_fingerprints(space_name)[stage]
+        state.start(stage, fingerprint)
         t0 = time.perf_counter()
         extra = fn() or {}
-        state.mark(stage, time.perf_counter() - t0, extra)
+        state.mark(stage, time.perf_counter() - t0, extra, fingerprint)
         if stop_after == f"{space_name}/{stage}":
             raise StudyInterrupted(f"stopped after {stop_after}")
 
@@ -180,6 +245,7 @@ class Study:
         directory = self.root / name
         directory.mkdir(parents=True, exist_ok=True)
         state = SpaceState(directory)
+        self._check_stale(name, state, directory)
         space_dir = directory / "space"
         cache: dict[str, Any] = {}
 
@@ -239,14 +305,35 @@ class Study:
             normalize=gen_cfg.normalize, seed=self.config.seed,
         ), gen_cfg
 
+    def context_table(self, names: list[str]) -> tuple[torch.Tensor, dict[str, Any]] | None:
+        """Normalised conditioning values [M, C] of the training molecules (properties
+        ``names``), and the normalisation (mean, std in the dataset's units)."""
+        if not names:
+            return None
+        train = self.split("train")
+        missing = [n for n in names if n not in train.prop_names]
+        if missing:
+            raise ValueError(f"generator.context: {missing} not among the dataset's properties "
+                             f"{list(train.prop_names)}")
+        props = torch.as_tensor(train.packed.props[:, [train.prop_names.index(n) for n in names]],
+                                dtype=torch.float32)
+        mean, std = props.nanmean(0), props.std(0).clamp_min(1e-8)
+        values = torch.nan_to_num((props - mean) / std)
+        return values, {"names": names, "mean": mean.tolist(), "std": std.tolist()}
+
     def _train_generator(self, name: str, space, directory: Path) -> dict[str, Any]:
         torch.manual_seed(self.config.seed)
         gen, gen_cfg = self._build_generator(name, space)
         latents = _load_latents(directory / "latents.pt", space.spec)
+        table = self.context_table(gen_cfg.context)
         stats = gen.fit(latents, None, out_dir=directory / "generator", max_steps=gen_cfg.max_steps,
                         batch_size=gen_cfg.batch_size, trainer_kwargs=self._trainer_kwargs(),
-                        progress=self.config.progress, resume=True)
-        return {k: v for k, v in stats.items() if isinstance(v, (int, float, str))}
+                        progress=self.config.progress, resume=True,
+                        context=None if table is None else table[0])
+        out = {k: v for k, v in stats.items() if isinstance(v, (int, float, str))}
+        if table is not None:
+            out["context"] = table[1]
+        return out
 
     def _final_checkpoint(self, directory: Path) -> Path:
         path = directory / "generator" / "checkpoints" / "last.ckpt"
@@ -267,14 +354,25 @@ class Study:
 
         s = self.config.sampling
         gen = self.load_generator(name)
+        n = n or s.n_samples
+        context = None
+        table = self.context_table(self.config.generator_for(name).context)
+        if table is not None:
+            # targets drawn from the training distribution (EDM's conditional protocol)
+            pick = torch.randint(len(table[0]), (n,), generator=torch.Generator().manual_seed(self.config.seed))
+            context = table[0][pick]
         t0 = time.perf_counter()
-        latent = gen.sample(n or s.n_samples, sampler=sampler or s.sampler, steps=steps or s.steps,
+        latent = gen.sample(n, sampler=sampler or s.sampler, steps=steps or s.steps,
                             eta=s.eta, seed=self.config.seed, batch_size=s.batch_size,
-                            guidance_scale=s.guidance_scale, progress=self.config.progress)
+                            context=context, guidance_scale=s.guidance_scale,
+                            progress=self.config.progress)
         t_sample = time.perf_counter() - t0
         t0 = time.perf_counter()
         decoded = space.decode(latent)
         t_decode = time.perf_counter() - t0
+        if context is not None:
+            mean, std = (torch.tensor(table[1][k]) for k in ("mean", "std"))
+            decoded.props = context * std + mean  # the requested property values, dataset units
         _save_molbatch(decoded, directory / f"{out_name}.pt")
         bond_source = "batch" if decoded.bonds is not None else "perceive"
         mols = batch_to_mols(decoded, bond_source=bond_source)
@@ -316,8 +414,14 @@ class Study:
         """The reference row: the suite on the dataset's own test molecules."""
         from harness.evaluate import score_molecules
 
+        import dataclasses
+
+        from harness.data.base import fingerprint_of
+
         path = self.root / "reference" / "metrics.json"
-        if path.exists():
+        fingerprint = fingerprint_of([dataclasses.asdict(self.config.data),
+                                      dataclasses.asdict(self.config.metrics)])
+        if path.exists() and read_json(path).get("fingerprint") == fingerprint:
             return
         t0 = time.perf_counter()
         test = self.split("test")
@@ -328,6 +432,7 @@ class Study:
         atomic_write_json(path, {"space": "reference", "suite": self.config.metrics.suite,
                                  "source": f"{test.name} (first {n}, bonds perceived from coordinates)",
                                  "values": dict(results), "metadata": {"samples": results.metadata},
+                                 "fingerprint": fingerprint,
                                  "seconds": round(time.perf_counter() - t0, 2)})
 
     # -- results --------------------------------------------------------------------------

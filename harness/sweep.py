@@ -17,7 +17,6 @@ import copy
 import logging
 import math
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -119,9 +118,6 @@ class Objective:
         from harness.io import read_json
         from harness.study import SpaceState, Study, StudyInterrupted
 
-        trial_root = self.root / f"trial_{trial.number}"
-        if trial_root.exists():  # a retried trial starts clean
-            shutil.rmtree(trial_root)
         config, space = trial_config(trial, self.base, self.root)
         study = Study(config)
         study.root.mkdir(parents=True, exist_ok=True)

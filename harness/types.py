@@ -69,9 +69,18 @@ class MolRecord:
             self.charges = np.zeros(len(self.numbers), np.int64)
         self.charges = np.asarray(self.charges, dtype=np.int64)
         self.props = np.asarray(self.props, dtype=np.float32).reshape(-1)
-        if len(self.pos) != len(self.numbers):
-            raise ValueError(f"record {self.name!r}: {len(self.numbers)} atoms but "
-                             f"{len(self.pos)} coordinate rows")
+        n = len(self.numbers)
+        if len(self.pos) != n:
+            raise ValueError(f"record {self.name!r}: {n} atoms but {len(self.pos)} coordinate rows")
+        if len(self.charges) != n:
+            raise ValueError(f"record {self.name!r}: {n} atoms but {len(self.charges)} charges")
+        if len(self.bonds):
+            i, j, order = self.bonds.T
+            if (i < 0).any() or (j < 0).any() or (i >= n).any() or (j >= n).any() or (i == j).any():
+                raise ValueError(f"record {self.name!r}: bond indices must be distinct atoms in 0..{n - 1}")
+            if ((order < 1) | (order > 3)).any():
+                raise ValueError(f"record {self.name!r}: bond orders must be 1, 2 or 3 (kekulised), "
+                                 f"got {sorted(set(order.tolist()) - {1, 2, 3})}")
 
     @property
     def n_atoms(self) -> int:
@@ -283,6 +292,7 @@ def collate_arrays(numbers: np.ndarray, pos: np.ndarray, charges: np.ndarray,
 
 
 SymmetryKind = Literal["invariant", "equivariant", "none"]
+SYMMETRY_GROUPS = ("permutation", "rotation", "translation", "reflection")
 
 
 @dataclass(frozen=True)
@@ -312,7 +322,14 @@ class LatentSpec:
             raise ValueError(f"LatentSpec.kind must be 'vector' or 'per_atom', got {self.kind!r}")
         if self.kind == "vector" and self.has_coords:
             raise ValueError("vector latents carry no per-atom coordinates")
-        object.__setattr__(self, "symmetry", tuple(sorted(dict(self.symmetry).items())))
+        symmetry = dict(self.symmetry)
+        bad = sorted(set(symmetry) - set(SYMMETRY_GROUPS))
+        if bad:
+            raise ValueError(f"LatentSpec.symmetry: unknown transform(s) {bad}; valid: {list(SYMMETRY_GROUPS)}")
+        wrong = {k: v for k, v in symmetry.items() if v not in ("invariant", "equivariant", "none")}
+        if wrong:
+            raise ValueError(f"LatentSpec.symmetry values must be invariant, equivariant or none, got {wrong}")
+        object.__setattr__(self, "symmetry", tuple(sorted(symmetry.items())))
 
     @property
     def symmetries(self) -> dict[str, SymmetryKind]:

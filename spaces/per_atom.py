@@ -116,7 +116,7 @@ class PerAtomSpace(Space):
             mol_loader(val, 256, shuffle=False) if val is not None and len(val) else None,
             epochs=o["epochs"], lr=o["lr"], progress=progress, seed=o["seed"],
             trainer_kwargs=trainer_kwargs)
-        stats["coord_identity_rmsd"] = self.coord_identity_rmsd(val if val is not None else train)
+        stats["coord_identity_rmsd"] = self.coord_identity_rmsd(val if val is not None and len(val) else train)
         self.fit_stats = stats
         return stats
 

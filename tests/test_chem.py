@@ -68,3 +68,20 @@ def test_batch_to_mols_requires_bonds_for_batch_source():
         batch_to_mols(batch, "batch")
     (mol,) = batch_to_mols(batch, "perceive")
     assert mol.GetNumBonds() == 1
+
+
+def test_xyz_reader_skips_bad_count_lines_without_looping(tmp_path, qm9_sample):
+    good = tmp_path / "g.xyz"
+    write_xyz([qm9_sample[0]], good)
+    path = tmp_path / "mixed.xyz"
+    path.write_text(good.read_text() + "foo\n-2\n" + good.read_text())
+    records, skipped = read_xyz(path, QM9_ELEMENTS)
+    assert len(records) == 2 and len(skipped) == 2
+    assert "expected an atom count" in skipped[0].reason and "must be positive" in skipped[1].reason
+
+
+def test_records_with_impossible_bonds_are_rejected():
+    with pytest.raises(ValueError, match="bond indices"):
+        MolRecord(numbers=[6, 1, 1], pos=np.zeros((3, 3)), bonds=[[1, 4, 1]])
+    with pytest.raises(ValueError, match="bond orders must be 1, 2 or 3"):
+        MolRecord(numbers=[6, 6], pos=np.zeros((2, 3)), bonds=[[0, 1, 4]])

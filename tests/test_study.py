@@ -140,3 +140,41 @@ def test_every_preset_validates():
 
     for preset in list_presets():
         validate_components(load_config(preset))
+
+
+def test_rerun_with_a_changed_config_refuses_then_force_redoes_only_affected_stages(tmp_path):
+    from harness.study import StaleResults
+
+    study = tiny(tmp_path, "spaces={raw: {}}")
+    study.run()
+    space_json = study.root / "raw" / "space" / "space.json"
+    fitted = space_json.stat().st_mtime_ns
+    changed = ["spaces={raw: {}}", "sampling.n_samples=4"]
+    with pytest.raises(StaleResults, match="stage 'sample' was run with a different config"):
+        tiny(tmp_path, *changed).run()
+    rows = Study.from_source("tiny", [f"output_dir={tmp_path}", *changed], force=True).run()
+    assert space_json.stat().st_mtime_ns == fitted           # fit_space kept
+    assert json.loads((study.root / "raw" / "metrics.json").read_text())["values"]
+    from harness.study import load_molbatch
+
+    assert len(load_molbatch(study.root / "raw" / "samples.pt")) == 4
+    assert "raw" in rows
+
+
+def test_property_conditioned_study_records_requested_targets(tmp_path):
+    from harness.study import load_molbatch
+
+    study = tiny(tmp_path, "spaces={flat: {width: 16, hidden: 32, layers: 1, epochs: 1}}",
+                 "data.options.property_fields=[mu, gap]", "generator.context=[mu, gap]",
+                 "sampling.guidance_scale=2.0")
+    study.run()
+    samples = load_molbatch(study.root / "flat" / "samples.pt")
+    assert samples.props.shape == (8, 2) and torch_finite(samples.props)
+    state = json.loads((study.root / "flat" / "state.json").read_text())
+    assert state["info"]["train_generator"]["context"]["names"] == ["mu", "gap"]
+
+
+def torch_finite(t):
+    import torch
+
+    return bool(torch.isfinite(t).all())

@@ -39,7 +39,8 @@ def load_dataset(name: str, **options: Any) -> MolDataset:
 def load_source(text: str, **options: Any) -> MolDataset:
     """A dataset, a split of one, or a molecule file from a source string (see module doc)."""
     path = Path(text)
-    if path.suffix.lower() in (".sdf", ".xyz") or (path.exists() and path.is_dir()):
+    if not text.startswith("sdf:") and (path.suffix.lower() in (".sdf", ".xyz")
+                                        or (path.exists() and path.is_dir())):
         return load_dataset("sdf", path=path, **options)
     if text.startswith("sdf:"):
         rest = text[4:]
