@@ -160,6 +160,29 @@ def validate_record(record: MolRecord, elements: Sequence[str] | None = None) ->
         raise RecordError("coordinates contain NaN or inf")
 
 
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Silence C++ writes to fd 2 (RDKit's bond perception prints '!!! Warning !!!' lines for
+    short contacts straight to stderr, bypassing its logger) for the duration of the block."""
+    import os
+    import sys
+
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real fd 2 (embedded interpreters): leave it alone
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 # -- bond perception ------------------------------------------------------------------------
 def perceive_bonds(numbers: Sequence[int], pos: np.ndarray, charge: int = 0) -> Chem.Mol:
     """Bonds (orders and formal charges) from coordinates with RDKit's ``DetermineBonds``;
@@ -172,7 +195,8 @@ def perceive_bonds(numbers: Sequence[int], pos: np.ndarray, charge: int = 0) -> 
     for hueckel in (False, True):
         mol = Chem.Mol(base)
         try:
-            rdDetermineBonds.DetermineBonds(mol, charge=charge, useHueckel=hueckel)
+            with _quiet_stderr():
+                rdDetermineBonds.DetermineBonds(mol, charge=charge, useHueckel=hueckel)
             return mol
         except (ValueError, RuntimeError) as err:
             errors.append(str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__)
@@ -182,7 +206,8 @@ def perceive_bonds(numbers: Sequence[int], pos: np.ndarray, charge: int = 0) -> 
 def perceive_connectivity(numbers: Sequence[int], pos: np.ndarray) -> Chem.Mol:
     """Single bonds only (``DetermineConnectivity``); never assigns orders."""
     mol = mol_from_arrays(numbers, pos)
-    rdDetermineBonds.DetermineConnectivity(mol)
+    with _quiet_stderr():
+        rdDetermineBonds.DetermineConnectivity(mol)
     return mol
 
 

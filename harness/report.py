@@ -135,8 +135,8 @@ def plot_quality_vs(flat: dict[str, dict[str, float]], path: Path) -> Path:
                 ax.scatter([x], [y], s=50)
                 ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
         ax.set_xlabel(label)
-        ax.set_ylabel("quality = valid x unique x mol-stable")
         ax.grid(alpha=0.3)
+    axes[0].set_ylabel("quality = valid x unique x mol-stable")
     fig.suptitle("Generation quality vs reconstruction and dimension")
     return _save(fig, path)
 
@@ -168,10 +168,14 @@ def plot_training_curves(root: Path, spaces: list[str], path: Path) -> Path | No
                 break
         meta = root / name / "space" / "space.json"
         if meta.exists():
-            hist = json.loads(meta.read_text()).get("fit_stats", {}).get("history", [])
-            if hist:
-                axes[1].plot(range(1, len(hist) + 1), [h.get("loss", math.nan) for h in hist], label=name)
-                drawn = True
+            stats = json.loads(meta.read_text()).get("fit_stats", {})
+            # one history per autoencoder: top level, or per part (invariant: topology, geometry)
+            parts = [(name, stats)] + [(f"{name}/{k}", v) for k, v in stats.items() if isinstance(v, dict)]
+            for label, part in parts:
+                hist = part.get("history") or []
+                if hist and isinstance(hist[0], dict):
+                    axes[1].plot(range(1, len(hist) + 1), [h.get("loss", math.nan) for h in hist], label=label)
+                    drawn = True
     axes[0].set_title("generator training loss")
     axes[0].set_xlabel("step")
     axes[0].set_yscale("log")

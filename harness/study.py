@@ -16,6 +16,7 @@ space's ``state.json`` (atomically), so a killed study resumes where it stopped.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -114,6 +115,8 @@ class Study:
         self.config = config
         self.root = Path(root) if root else Path(config.output_dir) / config.study
         self.force = force
+        # progress bars only on a terminal: redirected logs would fill with bar redraws
+        self.progress = config.progress and sys.stderr.isatty()
         self._dataset = None
 
     # -- construction -------------------------------------------------------------------
@@ -179,7 +182,7 @@ class Study:
 
             options = dict(self.config.data.options)
             if self.config.data.dataset == "qm9":
-                options.setdefault("progress", self.config.progress)
+                options.setdefault("progress", self.progress)
             self._dataset = load_dataset(self.config.data.dataset, **options)
         return self._dataset
 
@@ -262,13 +265,13 @@ class Study:
             s = space()
             stats = {}
             if s.trainable:
-                stats = s.fit(self.split("train"), self.split("val"), progress=self.config.progress,
+                stats = s.fit(self.split("train"), self.split("val"), progress=self.progress,
                               trainer_kwargs=self._trainer_kwargs())
             s.save(space_dir)
             return {"trainable": s.trainable, "final": stats.get("final", {}) if isinstance(stats, dict) else {}}
 
         def encode():
-            latent = space().encode_dataset(self.split("train"), progress=self.config.progress)
+            latent = space().encode_dataset(self.split("train"), progress=self.progress)
             _save_latents(latent, directory / "latents.pt")
             return {"molecules": len(latent)}
 
@@ -328,7 +331,7 @@ class Study:
         table = self.context_table(gen_cfg.context)
         stats = gen.fit(latents, None, out_dir=directory / "generator", max_steps=gen_cfg.max_steps,
                         batch_size=gen_cfg.batch_size, trainer_kwargs=self._trainer_kwargs(),
-                        progress=self.config.progress, resume=True,
+                        progress=self.progress, resume=True,
                         context=None if table is None else table[0])
         out = {k: v for k, v in stats.items() if isinstance(v, (int, float, str))}
         if table is not None:
@@ -365,7 +368,7 @@ class Study:
         latent = gen.sample(n, sampler=sampler or s.sampler, steps=steps or s.steps,
                             eta=s.eta, seed=self.config.seed, batch_size=s.batch_size,
                             context=context, guidance_scale=s.guidance_scale,
-                            progress=self.config.progress)
+                            progress=self.progress)
         t_sample = time.perf_counter() - t0
         t0 = time.perf_counter()
         decoded = space.decode(latent)
@@ -398,7 +401,7 @@ class Study:
         bond_source = "decoder" if decoded.bonds is not None else "perceive"
         results = score_molecules(decoded, suite=self.config.metrics.suite, reference=reference,
                                   bond_source=bond_source, options=self._metric_options(),
-                                  progress=self.config.progress)
+                                  progress=self.progress)
         test = self.split("test")
         n_latent = min(self.config.metrics.latent_molecules, len(test))
         latent_results = score_molecules(test.batch(np.arange(n_latent)), suite="latent/v1",
@@ -428,7 +431,7 @@ class Study:
         n = min(self.config.metrics.reference_molecules, len(test))
         results = score_molecules(test.batch(np.arange(n)), suite=self.config.metrics.suite,
                                   reference=self.split("train"), bond_source="perceive",
-                                  options=self._metric_options(), progress=self.config.progress)
+                                  options=self._metric_options(), progress=self.progress)
         atomic_write_json(path, {"space": "reference", "suite": self.config.metrics.suite,
                                  "source": f"{test.name} (first {n}, bonds perceived from coordinates)",
                                  "values": dict(results), "metadata": {"samples": results.metadata},
