@@ -18,13 +18,44 @@ encoder/decoder. Both import it from here (spaces never import generators).
 """
 from __future__ import annotations
 
-import math
+import ctypes
+import sys
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
-__all__ = ["DenseEGNN", "PairLinear", "pair_geometry", "remove_mean", "masked_mean"]
+__all__ = ["DenseEGNN", "PairLinear", "pair_geometry", "remove_mean", "masked_mean",
+           "tune_cpu_allocator"]
+
+_ALLOCATOR_TUNED = False
+
+
+def tune_cpu_allocator() -> bool:
+    """Make glibc's malloc keep freed memory for reuse (process-wide, idempotent).
+
+    Dense pair tensors are tens of MB; by default glibc serves such blocks with ``mmap`` and
+    returns them to the OS on free, so every new tensor pays page faults on first touch (on
+    the 2-core benchmark machine this cost up to 3x in training). Raising the mmap threshold
+    to its maximum (32 MB) and the trim threshold to 2 GB keeps the pages mapped. Peak memory
+    is unchanged; memory is simply not handed back between steps. No-op on other platforms.
+    Returns True when the settings were applied.
+    """
+    global _ALLOCATOR_TUNED
+    if _ALLOCATOR_TUNED:
+        return True
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        ok = libc.mallopt(m_mmap_threshold, 32 * 1024 * 1024) == 1
+        ok &= libc.mallopt(m_trim_threshold, 2 ** 31 - 1) == 1
+    except (OSError, AttributeError):   # not glibc
+        return False
+    _ALLOCATOR_TUNED = bool(ok)
+    return _ALLOCATOR_TUNED
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -203,13 +234,17 @@ class DenseEGNN(nn.Module):
             atom count and evaluate groups of about ``group_size`` molecules, each trimmed to
             its own largest molecule (exact: molecules never interact; fewer padded pairs).
             0 disables.
+        checkpoint: recompute each block's activations in the backward pass instead of
+            storing them (``torch.utils.checkpoint``): training memory drops by about the
+            number of blocks for ~1/3 more compute. For large molecules.
     """
 
     def __init__(self, in_dim: int, out_dim: int, hidden: int = 256, layers: int = 9,
                  sublayers: int = 2, edge_dim: int = 0, coords: bool = True,
                  attention: bool = True, tanh: bool = True, coords_range: float = 15.0,
                  norm_constant: float = 1.0, agg_norm: float = 1.0,
-                 input_distances: bool = True, group_size: int = 16):
+                 input_distances: bool = True, group_size: int = 8,
+                 checkpoint: bool = False):
         super().__init__()
         if min(in_dim, out_dim, hidden, layers) < 1 or sublayers < 0 or edge_dim < 0:
             raise ValueError(f"DenseEGNN: bad sizes in_dim={in_dim} out_dim={out_dim} "
@@ -221,6 +256,7 @@ class DenseEGNN(nn.Module):
         self.coords = coords
         self.input_distances = bool(input_distances and coords)
         self.group_size = int(group_size)
+        self.checkpoint = bool(checkpoint)
         self.embedding = nn.Linear(in_dim, hidden)
         pair_dim = int(coords) + int(self.input_distances) + edge_dim
         self.blocks = nn.ModuleList(
@@ -287,5 +323,9 @@ class DenseEGNN(nn.Module):
         edge0 = torch.cat(parts, -1)                                             # [B,N,N,E0+1]
         h = self.embedding(h) * node_mask
         for block in self.blocks:
-            h, x = block(h, x, edge0, pair_mask, node_mask)
+            if self.checkpoint and torch.is_grad_enabled():
+                h, x = torch.utils.checkpoint.checkpoint(block, h, x, edge0, pair_mask,
+                                                         node_mask, use_reentrant=False)
+            else:
+                h, x = block(h, x, edge0, pair_mask, node_mask)
         return self.embedding_out(h) * node_mask, x
