@@ -21,7 +21,6 @@ memory is measured in a fresh subprocess (resident-set growth over two steps, MB
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -193,3 +192,44 @@ def test_e3nn_qm9_batch(benchmark, mode):
     """Default e3nn denoiser (32x0e + 8x(0o, 1o, 1e), 3 layers, lmax 2)."""
     benchmark.group = f"e3nn {mode} (64 QM9-like molecules)"
     _run(benchmark, rounds=3, kind="e3nn", mode=mode, size={})
+
+
+SAMPLER_GRID = [("ddpm", None, None), ("ddpm", 100, None), ("ddim", 50, "uniform"),
+                ("ddim", 50, "logsnr"), ("dpm_solver++", 20, "uniform"),
+                ("dpm_solver++", 20, "logsnr"), ("dpm_solver++", 10, "logsnr")]
+
+
+def sampler_accuracy_table(tmp_dir) -> list[str]:
+    """Markdown rows of BENCHMARKS.md's sampling-accuracy table (2-D Gaussian mixture)."""
+    from generators import DiffusionGenerator
+    from harness.types import LatentBatch, LatentSpec
+
+    g = torch.Generator().manual_seed(0)
+    comp = torch.randint(0, 2, (4000,), generator=g)
+    x = torch.tensor([[-2.0, 0.0], [2.0, 1.0]])[comp] + 0.5 * torch.randn(4000, 2, generator=g)
+    spec, cov = LatentSpec("vector", 2), torch.cov(x.T)
+    rows = []
+    for schedule, prediction in [("polynomial_2", "eps"), ("polynomial_2", "v"),
+                                 ("cosine", "eps"), ("linear", "eps")]:
+        gen = DiffusionGenerator(spec, denoiser="mlp", denoiser_kwargs=dict(width=128, depth=2),
+                                 schedule=schedule, timesteps=1000, lr=2e-3,
+                                 prediction=prediction)
+        gen.fit(LatentBatch(h=x, spec=spec), None, Path(tmp_dir) / f"{schedule}-{prediction}",
+                max_steps=600, batch_size=256, progress=False,
+                trainer_kwargs=dict(accelerator="cpu", logger=False))
+        cells = []
+        for sampler, steps, spacing in SAMPLER_GRID:
+            s = gen.sample(1200, sampler=sampler, steps=steps, seed=1, spacing=spacing,
+                           batch_size=1200, progress=False).h
+            m = (s.mean(0) - x.mean(0)).abs().max().item()
+            c = ((torch.cov(s.T) - cov).abs().max() / cov.abs().max()).item()
+            cells.append("diverged" if not c < 10 else f"{m:.2f} / {c:.2f}")
+        rows.append(f"| {schedule} | {prediction} | " + " | ".join(cells) + " |")
+    return rows
+
+
+def test_sampler_accuracy(benchmark, tmp_path):
+    benchmark.group = "sampler accuracy (2-D mixture)"
+    rows = benchmark.pedantic(sampler_accuracy_table, args=(tmp_path,), rounds=1, iterations=1)
+    benchmark.extra_info["table"] = rows
+    print("\n" + "\n".join(rows))
