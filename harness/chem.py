@@ -427,27 +427,37 @@ def read_xyz(path: str | Path, elements: Sequence[str] | None = None,
     return records, skipped
 
 
-def read_molecules(path: str | Path, elements: Sequence[str] | None = None,
-                   ) -> tuple[list[MolRecord], list[SkippedRecord]]:
-    """Records from an SDF or XYZ file, or from every such file in a folder (sorted)."""
+def molecule_files(path: str | Path) -> list[Path]:
+    """The file itself, or every .sdf/.xyz file of a folder (sorted)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist")
     files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".sdf", ".xyz")) \
         if path.is_dir() else [path]
     if not files:
-        raise ValueError(f"{path}: no .sdf or .xyz files")
+        raise ValueError(f"{path}: no .sdf or .xyz files in the folder")
+    return files
+
+
+def read_molecules(path: str | Path, elements: Sequence[str] | None = None, perceive: bool = True,
+                   ) -> tuple[list[tuple[MolRecord, dict[str, str]]], list[SkippedRecord]]:
+    """Records (with their SD properties; {} for XYZ) from an SDF or XYZ file, or from every
+    such file of a folder, and the skipped records with file, index and reason. Missing bonds
+    are perceived from coordinates when ``perceive``."""
     records, skipped = [], []
-    for f in files:
-        if f.suffix.lower() == ".sdf":
-            recs, skip = read_sdf(f, elements)
-            recs = [r for r, _ in recs]
+    for f in molecule_files(path):
+        if f.stat().st_size == 0:
+            skipped.append(SkippedRecord(str(f), 0, "empty file"))
         elif f.suffix.lower() == ".xyz":
-            recs, skip = read_xyz(f, elements)
+            recs, skip = read_xyz(f, elements, perceive=perceive)
+            records += [(r, {}) for r in recs]
+            skipped += skip
+        elif f.suffix.lower() == ".sdf":
+            pairs, skip = read_sdf(f, elements, perceive_missing_bonds=perceive)
+            records += pairs
+            skipped += skip
         else:
             raise ValueError(f"{f}: unsupported format {f.suffix!r} (use .sdf or .xyz)")
-        records += recs
-        skipped += skip
     return records, skipped
 
 

@@ -52,24 +52,15 @@ def load_samples(source: str, limit: int | None = None):
     from metrics.samples import Samples
 
     if _is_file_source(source):
-        from harness.chem import read_sdf, read_xyz
+        from harness.chem import molecule_files, read_molecules
 
         root = Path(source)
         if not root.exists():
             raise FileNotFoundError(f"eval: {root} does not exist")
-        files = sorted(p for p in root.iterdir() if p.suffix.lower() in (".sdf", ".xyz")) \
-            if root.is_dir() else [root]
-        if not files:
-            raise ValueError(f"eval: no .sdf or .xyz files in {root}")
-        records, skipped = [], []
-        for f in files:
-            if f.suffix.lower() == ".xyz":
-                recs, skip = read_xyz(f, None, perceive=False)
-            else:
-                pairs, skip = read_sdf(f, None, perceive_missing_bonds=False)
-                recs = [r for r, _ in pairs]
-            records += recs
-            skipped += [{"source": s.source, "index": s.index, "reason": s.reason} for s in skip]
+        files = molecule_files(root)
+        pairs, skip = read_molecules(root, None, perceive=False)
+        records = [r for r, _ in pairs]
+        skipped = [{"source": s.source, "index": s.index, "reason": s.reason} for s in skip]
         read = len(records)
         if limit is not None:
             records = records[:limit]

@@ -10,43 +10,19 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from harness.data.base import MolDataset
-
-
-class _Indices(torch.utils.data.Dataset):
-    def __init__(self, n: int):
-        self.n = n
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int) -> int:
-        return i
-
-
-class _CollateWith:
-    """indices -> ``transform(dataset.batch(indices), indices)`` (picklable)."""
-
-    def __init__(self, dataset: MolDataset, transform: Callable | None):
-        self.dataset, self.transform = dataset, transform
-
-    def __call__(self, indices):
-        idx = np.asarray(indices)
-        batch = self.dataset.batch(idx)
-        return batch if self.transform is None else self.transform(batch, idx)
+from harness.data.base import CollateIndices, IndexDataset, MolDataset
 
 
 def mol_loader(dataset: MolDataset, batch_size: int, shuffle: bool, seed: int = 0,
                transform: Callable | None = None) -> DataLoader:
     """A DataLoader of padded MolBatch (optionally transformed with per-index extras)."""
-    return DataLoader(_Indices(len(dataset)), batch_size=batch_size, shuffle=shuffle,
-                      collate_fn=_CollateWith(dataset, transform),
+    return DataLoader(IndexDataset(len(dataset)), batch_size=batch_size, shuffle=shuffle,
+                      collate_fn=CollateIndices(dataset, transform),
                       generator=torch.Generator().manual_seed(seed))
 
 

@@ -866,7 +866,8 @@ class InvariantSpace(Space):
         the true graph) and seconds."""
         from torch.utils.data import DataLoader
 
-        from spaces._autoencoder import _Indices, mol_loader, train_autoencoder
+        from harness.data.base import IndexDataset
+        from spaces._autoencoder import mol_loader, train_autoencoder
 
         t0 = time.perf_counter()
         keep, tokens, init_flat, init_ptr, counts = self._prepare(train, progress=progress)
@@ -889,7 +890,7 @@ class InvariantSpace(Space):
         prep_seconds = time.perf_counter() - t0
 
         def token_loader(tab, shuffle):
-            return DataLoader(_Indices(len(tab)), batch_size=self.batch_size, shuffle=shuffle,
+            return DataLoader(IndexDataset(len(tab)), batch_size=self.batch_size, shuffle=shuffle,
                               collate_fn=_TokenCollate(tab),
                               generator=torch.Generator().manual_seed(self.seed))
 

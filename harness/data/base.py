@@ -250,6 +250,33 @@ class MolDataset(torch.utils.data.Dataset):
         }
 
 
+class IndexDataset(torch.utils.data.Dataset):
+    """0..n-1; with :class:`CollateIndices` a DataLoader yields padded batches of a
+    :class:`MolDataset` (collation is vectorised per batch, not per molecule)."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> int:
+        return i
+
+
+class CollateIndices:
+    """Picklable collate: indices -> ``dataset.batch(indices)``, optionally passed through
+    ``transform(batch, indices)`` (extra per-molecule inputs of a space)."""
+
+    def __init__(self, dataset: "MolDataset", transform=None):
+        self.dataset, self.transform = dataset, transform
+
+    def __call__(self, indices):
+        idx = np.asarray(indices)
+        batch = self.dataset.batch(idx)
+        return batch if self.transform is None else self.transform(batch, idx)
+
+
 def deterministic_split(n: int, sizes: dict[str, int], seed: int) -> dict[str, np.ndarray]:
     """Cormorant/EDM-style split: one seeded permutation cut into consecutive pieces in the
     order given by ``sizes`` (the last size may be -1 for "the rest")."""

@@ -3,34 +3,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
 from harness.data import load_dataset
-from harness.data.base import MolDataset
-
-
-class _Collate:
-    """Picklable collate: a list of indices -> MolBatch (works with worker processes)."""
-
-    def __init__(self, dataset: MolDataset):
-        self.dataset = dataset
-
-    def __call__(self, indices: list[int]):
-        return self.dataset.batch(np.asarray(indices))
-
-
-class _Indices(torch.utils.data.Dataset):
-    def __init__(self, n: int):
-        self.n = n
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int) -> int:
-        return i
+from harness.data.base import CollateIndices, IndexDataset, MolDataset
 
 
 class MolDataModule(pl.LightningDataModule):
@@ -76,8 +54,8 @@ class MolDataModule(pl.LightningDataModule):
             self.setup()
         ds = self.splits[split]
         generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(_Indices(len(ds)), batch_size=self.batch_size, shuffle=shuffle,
-                          collate_fn=_Collate(ds), num_workers=self.num_workers,
+        return DataLoader(IndexDataset(len(ds)), batch_size=self.batch_size, shuffle=shuffle,
+                          collate_fn=CollateIndices(ds), num_workers=self.num_workers,
                           generator=generator, persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:

@@ -39,8 +39,6 @@ def load_sdf(path: str | Path, elements: Sequence[str] | None = None,
         smiles_field: SD property holding a reference SMILES (kept as ``record.smiles``).
         report: log each skipped record (file, index, reason) and a summary.
     """
-    from harness.chem import read_sdf, read_xyz
-
     root = Path(path)
     if not root.exists() and not root.is_absolute():
         # presets name committed files relative to the checkout (e.g. harness/data/...)
@@ -48,28 +46,19 @@ def load_sdf(path: str | Path, elements: Sequence[str] | None = None,
         root = packaged if packaged.exists() else root
     if not root.exists():
         raise FileNotFoundError(f"sdf dataset: {root} does not exist")
-    files = sorted(p for p in root.iterdir() if p.suffix.lower() in (".sdf", ".xyz")) \
-        if root.is_dir() else [root]
-    if not files:
-        raise NoUsableMolecules(f"{root}: no .sdf or .xyz files in the folder")
-    records, skipped = [], []
-    for f in files:
-        if f.suffix.lower() == ".xyz":
-            recs, skip = read_xyz(f, elements)
-            props = [{}] * len(recs)
-        else:
-            pairs, skip = read_sdf(f, elements)
-            recs, props = [r for r, _ in pairs], [p for _, p in pairs]
-        for r, p in zip(recs, props):
-            r.smiles = p.get(smiles_field, "")
-            if property_fields:
-                r.props = np.array([_as_float(p.get(k)) for k in property_fields], np.float32)
-        if f.stat().st_size == 0:
-            from harness.chem import SkippedRecord
+    from harness.chem import molecule_files, read_molecules
 
-            skip = [SkippedRecord(str(f), 0, "empty file")]
-        records += recs
-        skipped += skip
+    try:
+        files = molecule_files(root)
+    except ValueError as err:
+        raise NoUsableMolecules(str(err)) from None
+    pairs, skipped = read_molecules(root, elements)
+    records = []
+    for r, p in pairs:
+        r.smiles = p.get(smiles_field, "")
+        if property_fields:
+            r.props = np.array([_as_float(p.get(k)) for k in property_fields], np.float32)
+        records.append(r)
     if report:
         for s in skipped:
             log.warning("skipped %s", s)
