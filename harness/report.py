@@ -116,7 +116,8 @@ def plot_metrics_per_space(flat: dict[str, dict[str, float]], path: Path) -> Pat
     ax.set_xticklabels([h for _, h in keys])
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("fraction")
-    ax.legend(fontsize=8, ncol=min(5, len(names)))
+    ax.legend(fontsize=8, ncol=min(5, len(names)), loc="upper center", bbox_to_anchor=(0.5, -0.1),
+              frameon=False)
     ax.set_title("Generation and reconstruction metrics per space")
     return _save(fig, path)
 
