@@ -78,7 +78,9 @@ def trial_config(trial, base: StudyConfig, root: Path) -> tuple[StudyConfig, str
     options = copy.deepcopy(base.spaces.get(space, {}))
     if space == "invariant":
         width = trial.suggest_categorical("latent_width", sw.latent_widths)
-        options.update(topo_width=width, geo_width=width, epochs_topo=epochs, epochs_geo=epochs)
+        # one topology epoch is ~10x cheaper than a geometry epoch and needs many more to
+        # reconstruct: the factor scales both budgets together
+        options.update(topo_width=width, geo_width=width, epochs_topo=5 * epochs, epochs_geo=epochs)
         if len(sw.geo_encoders) > 1:
             options["geo_encoder"] = trial.suggest_categorical("geo_encoder", sw.geo_encoders)
     elif space == "flat":

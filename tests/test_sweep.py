@@ -99,3 +99,8 @@ def test_claim_test_reports_rank_correlations_whatever_their_sign():
     assert tests["recon_error"]["rho"] == pytest.approx(-1.0) and tests["recon_error"]["supports_claim"]
     assert tests["symmetry_error"]["rho"] is None          # constant factor: not computable
     assert tests["dimension"]["n"] == 4 and tests["dimension"]["supports_claim"] is not None
+
+
+def test_round_off_symmetry_errors_do_not_make_a_correlation():
+    rows = [{"objective": q, "symmetry_error": e} for q, e in [(0.5, 6e-9), (0.1, 1e-7), (0.0, 2e-7)]]
+    assert claim_tests(rows)["symmetry_error"]["rho"] is None
