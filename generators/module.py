@@ -42,9 +42,10 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from harness.nn import tune_cpu_allocator
+from harness.data.base import IndexDataset
 from harness.registry import DENOISERS
 from harness.types import LatentBatch, LatentSpec
 
@@ -83,20 +84,6 @@ def _mix(*parts: int) -> int:
         x = (x ^ (int(p) & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
         x ^= x >> 31
     return x & _MASK64
-
-
-class _Steps(Dataset):
-    """Drives Lightning's loop: item ``k`` is just ``k``; the batch content is derived from
-    the global step inside the module (so it never depends on loader state)."""
-
-    def __init__(self, length: int):
-        self.length = length
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __getitem__(self, k: int) -> int:
-        return k
 
 
 class DiffusionGenerator(pl.LightningModule):
@@ -529,11 +516,13 @@ class DiffusionGenerator(pl.LightningModule):
         if max_steps is not None and max_epochs is not None:
             total = min(max_steps, max_epochs * spe)
         trainer.fit_loop.epoch_loop.max_steps = int(total)
-        train_dl = DataLoader(_Steps(spe), batch_size=None, shuffle=False)
+        # item k is just k: the batch content is derived from the global step inside the
+        # module, so it never depends on loader state
+        train_dl = DataLoader(IndexDataset(spe), batch_size=None, shuffle=False)
         val_dl = None
         if self._val is not None:
             n_val = math.ceil(self._val["z"].shape[0] / self._val["batch_size"])
-            val_dl = DataLoader(_Steps(n_val), batch_size=None, shuffle=False)
+            val_dl = DataLoader(IndexDataset(n_val), batch_size=None, shuffle=False)
         start = time.perf_counter()
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", ".*does not have many workers.*")
