@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -201,14 +200,6 @@ def perceive_bonds(numbers: Sequence[int], pos: np.ndarray, charge: int = 0) -> 
         except (ValueError, RuntimeError) as err:
             errors.append(str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__)
     raise RecordError(f"bond perception failed ({'; '.join(errors)})")
-
-
-def perceive_connectivity(numbers: Sequence[int], pos: np.ndarray) -> Chem.Mol:
-    """Single bonds only (``DetermineConnectivity``); never assigns orders."""
-    mol = mol_from_arrays(numbers, pos)
-    with _quiet_stderr():
-        rdDetermineBonds.DetermineConnectivity(mol)
-    return mol
 
 
 # -- SMILES ---------------------------------------------------------------------------------
@@ -459,7 +450,3 @@ def read_molecules(path: str | Path, elements: Sequence[str] | None = None, perc
         else:
             raise ValueError(f"{f}: unsupported format {f.suffix!r} (use .sdf or .xyz)")
     return records, skipped
-
-
-def finite_or_nan(x: float) -> float:
-    return x if math.isfinite(x) else float("nan")

@@ -390,9 +390,6 @@ class Study:
                 "sampler": sampler or s.sampler, "steps": steps or s.steps}
 
     # -- scoring --------------------------------------------------------------------------
-    def _metric_options(self) -> dict[str, dict[str, Any]]:
-        return self.config.metrics.options
-
     def _score(self, name: str, space, directory: Path) -> dict[str, Any]:
         from harness.evaluate import score_molecules
 
@@ -400,7 +397,7 @@ class Study:
         reference = self.split("train")
         bond_source = "decoder" if decoded.bonds is not None else "perceive"
         results = score_molecules(decoded, suite=self.config.metrics.suite, reference=reference,
-                                  bond_source=bond_source, options=self._metric_options(),
+                                  bond_source=bond_source, options=self.config.metrics.options,
                                   progress=self.progress)
         test = self.split("test")
         n_latent = min(self.config.metrics.latent_molecules, len(test))
@@ -431,7 +428,7 @@ class Study:
         n = min(self.config.metrics.reference_molecules, len(test))
         results = score_molecules(test.batch(np.arange(n)), suite=self.config.metrics.suite,
                                   reference=self.split("train"), bond_source="perceive",
-                                  options=self._metric_options(), progress=self.progress)
+                                  options=self.config.metrics.options, progress=self.progress)
         atomic_write_json(path, {"space": "reference", "suite": self.config.metrics.suite,
                                  "source": f"{test.name} (first {n}, bonds perceived from coordinates)",
                                  "values": dict(results), "metadata": {"samples": results.metadata},
