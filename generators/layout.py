@@ -1,6 +1,6 @@
 """How a latent is diffused: packing, masks, zero-centre-of-mass projection, loss normaliser.
 
-A generator sees only a :class:`~harness.types.LatentSpec`. :class:`LatentLayout` turns it
+A generator sees only a :class:`~harness.core.types.LatentSpec`. :class:`LatentLayout` turns it
 into one diffused tensor ``z``:
 
 * ``vector`` latents: ``z = h`` ``[B, D]``; no mask.
@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from harness.nn import remove_mean
-from harness.types import LatentBatch, LatentSpec
+from harness.core.nn import remove_mean
+from harness.core.types import LatentBatch, LatentSpec
 
 __all__ = ["LatentLayout"]
 

@@ -1,7 +1,7 @@
 """``DiffusionGenerator``: schedule + denoiser + AdamW + EMA as one LightningModule.
 
 One generator family diffuses every space: it sees only the latent's
-:class:`~harness.types.LatentSpec` (vector or per-atom, width, coordinates, bounded), never
+:class:`~harness.core.types.LatentSpec` (vector or per-atom, width, coordinates, bounded), never
 which space produced it.
 
 Training (:meth:`DiffusionGenerator.fit`)
@@ -44,10 +44,10 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from harness.nn import tune_cpu_allocator
-from harness.data.base import IndexDataset
-from harness.registry import DENOISERS
-from harness.types import LatentBatch, LatentSpec
+from harness.core.nn import tune_cpu_allocator
+from harness.core.data.base import IndexDataset
+from harness.core.registry import DENOISERS
+from harness.core.types import LatentBatch, LatentSpec
 
 from .layout import LatentLayout
 from .samplers import make_sampler
@@ -739,7 +739,7 @@ def _atomic_checkpoint_io():
     """Checkpoint writer that writes to a temporary file and renames it into place."""
     from lightning_fabric.plugins import TorchCheckpointIO
 
-    from harness.io import atomic_path
+    from harness.core.io import atomic_path
 
     class AtomicCheckpointIO(TorchCheckpointIO):
         def save_checkpoint(self, checkpoint, path, storage_options=None):

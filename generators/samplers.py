@@ -34,7 +34,7 @@ import math
 
 import torch
 
-from harness.registry import SAMPLERS
+from harness.core.registry import SAMPLERS
 
 from .schedules import NoiseSchedule
 

@@ -26,7 +26,7 @@ import re
 
 import torch
 
-from harness.registry import SCHEDULES
+from harness.core.registry import SCHEDULES
 
 __all__ = ["NoiseSchedule", "PolynomialSchedule", "CosineSchedule", "LinearSchedule",
            "make_schedule"]

@@ -25,7 +25,7 @@ def command(name: str):
 def _plugins(args: argparse.Namespace) -> None:
     """Import user component files/modules named with --plugin before anything else."""
     if getattr(args, "plugin", None):
-        from harness.registry import load_plugin
+        from harness.core.registry import load_plugin
 
         for spec in args.plugin:
             load_plugin(spec)
@@ -34,7 +34,7 @@ def _plugins(args: argparse.Namespace) -> None:
 # -- list -----------------------------------------------------------------------------------
 @command("list")
 def cmd_list(args: argparse.Namespace) -> int:
-    from harness.registry import REGISTRIES, load_builtins
+    from harness.core.registry import REGISTRIES, load_builtins
 
     load_builtins()
     _plugins(args)
@@ -65,7 +65,7 @@ def _format_histogram(hist: dict[int, int], width: int = 40) -> str:
 
 @command("data")
 def cmd_data(args: argparse.Namespace) -> int:
-    from harness.data import load_dataset
+    from harness.core.data import load_dataset
 
     options = {}
     if args.subset is not None:
@@ -133,7 +133,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 @command("check-space")
 def cmd_check_space(args: argparse.Namespace) -> int:
     from harness.conformance import run_conformance
-    from harness.registry import SPACES, load_builtins, load_plugin
+    from harness.core.registry import SPACES, load_builtins, load_plugin
 
     load_builtins()
     target = args.space

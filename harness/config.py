@@ -298,7 +298,7 @@ def validate_components(config: StudyConfig) -> None:
     space options against the constructors, so a typo fails before any training."""
     import inspect
 
-    from harness.registry import DATASETS, DENOISERS, SAMPLERS, SCHEDULES, SPACES, load_plugin
+    from harness.core.registry import DATASETS, DENOISERS, SAMPLERS, SCHEDULES, SPACES, load_plugin
 
     for plugin in config.plugins:
         load_plugin(plugin)
@@ -361,10 +361,10 @@ def validate_components(config: StudyConfig) -> None:
 
 
 def _validate_context(config: StudyConfig) -> None:
-    from harness.data import load_dataset
+    from harness.core.data import load_dataset
 
     if config.data.dataset == "qm9":
-        from harness.data.qm9 import PROPERTIES
+        from harness.core.data.qm9 import PROPERTIES
 
         names = [p for p, _, _ in PROPERTIES]
     else:
@@ -376,7 +376,7 @@ def _validate_context(config: StudyConfig) -> None:
 
 
 def _validate_sweep(config: StudyConfig) -> None:
-    from harness.registry import SPACES
+    from harness.core.registry import SPACES
 
     sw = config.sweep
     if sw.objective not in ("quality", "quality+time"):

@@ -30,7 +30,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from harness.types import LatentBatch, MolBatch
+from harness.core.types import LatentBatch, MolBatch
 
 TRANSFORMS = ("permutation", "rotation", "translation", "reflection")
 
@@ -64,7 +64,7 @@ class ConformanceReport:
 
 
 def _sample_data(n_fit: int = 160):
-    from harness.data import QM9_SAMPLE_SDF, load_dataset
+    from harness.core.data import QM9_SAMPLE_SDF, load_dataset
 
     return load_dataset("sdf", path=QM9_SAMPLE_SDF, elements=("H", "C", "N", "O", "F"), report=False)
 

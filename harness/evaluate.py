@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from harness.io import atomic_write_json
+from harness.core.io import atomic_write_json
 
 __all__ = ["evaluate_source", "format_table", "load_samples", "score_molecules", "table_rows"]
 
@@ -52,7 +52,7 @@ def load_samples(source: str, limit: int | None = None):
     from metrics.samples import Samples
 
     if _is_file_source(source):
-        from harness.chem import molecule_files, read_molecules
+        from harness.core.chem import molecule_files, read_molecules
 
         root = Path(source)
         if not root.exists():
@@ -70,7 +70,7 @@ def load_samples(source: str, limit: int | None = None):
                        "records_read": read, "records_skipped": len(skipped),
                        "parsed_fraction": read / (read + len(skipped)) if read + len(skipped) else math.nan}
         return samples, description
-    from harness.data import load_source
+    from harness.core.data import load_source
 
     dataset = load_source(source)
     samples = Samples.from_dataset(dataset, limit=limit)
@@ -99,7 +99,7 @@ def _reference_row(row_source: str, suite: str, reference_ds: Any, n: int | None
                    progress: bool) -> dict[str, Any]:
     from metrics import MetricResults, get_suite, score_molecules as score
     from metrics.samples import Samples
-    from harness.data import load_source
+    from harness.core.data import load_source
 
     row_ds = load_source(row_source)
     samples = Samples.from_dataset(row_ds, limit=n)
@@ -149,7 +149,7 @@ def evaluate_source(source: str, suite: str = "qm9/v1", reference: str | None = 
     samples, description = load_samples(source, limit)
     reference_ds = None
     if reference:
-        from harness.data import load_source
+        from harness.core.data import load_source
 
         reference_ds = load_source(reference)
     results = score(samples, suite, reference_ds, progress=progress)
@@ -236,7 +236,7 @@ def score_molecules(molecules: Any, suite: str = "qm9/v1", reference: Any = None
     if reference is None:
         reference = reference_dataset
     if isinstance(reference, str):
-        from harness.data import load_source
+        from harness.core.data import load_source
 
         reference = load_source(reference)
     return score(molecules, suite, reference, bond_source=bond_source, space=space,

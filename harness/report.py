@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from harness.io import atomic_path, atomic_write_text
+from harness.core.io import atomic_path, atomic_write_text
 
 #: (metric key, column header, higher is better) for the main table
 TABLE_COLUMNS: tuple[tuple[str, str, bool | None], ...] = (
@@ -200,12 +200,12 @@ def sample_grid(sdf: Path, path: Path, n: int = 12) -> Path | None:
     from rdkit import Chem
     from rdkit.Chem import Draw
 
-    from harness.chem import read_sdf
+    from harness.core.chem import read_sdf
 
     if not sdf.exists():
         return None
     records, _ = read_sdf(sdf, perceive_missing_bonds=False)
-    from harness.chem import record_to_mol
+    from harness.core.chem import record_to_mol
 
     mols, legends = [], []
     for record, props in records[:n]:

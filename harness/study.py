@@ -26,7 +26,7 @@ import torch
 import yaml
 
 from harness.config import StudyConfig, load_config, validate_components
-from harness.io import atomic_path, atomic_write_json, atomic_write_text, read_json
+from harness.core.io import atomic_path, atomic_write_json, atomic_write_text, read_json
 from harness.records import base_record
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ def _save_latents(latent, path: Path) -> None:
 
 
 def _load_latents(path: Path, spec):
-    from harness.types import LatentBatch
+    from harness.core.types import LatentBatch
 
     data = torch.load(path, weights_only=True)
     return LatentBatch(h=data["h"], x=data["x"], mask=data["mask"], spec=spec)
@@ -100,7 +100,7 @@ def _save_molbatch(batch, path: Path) -> None:
 
 
 def load_molbatch(path: Path):
-    from harness.types import MolBatch
+    from harness.core.types import MolBatch
 
     data = torch.load(path, weights_only=True)
     return MolBatch(atom_types=data["atom_types"], pos=data["pos"], mask=data["mask"],
@@ -143,7 +143,7 @@ class Study:
         and the study name do not)."""
         import dataclasses
 
-        from harness.data.base import fingerprint_of
+        from harness.core.data.base import fingerprint_of
 
         c = self.config
         fit = fingerprint_of({"data": dataclasses.asdict(c.data), "seed": c.seed, "space": name,
@@ -178,7 +178,7 @@ class Study:
     @property
     def dataset(self):
         if self._dataset is None:
-            from harness.data import load_dataset
+            from harness.core.data import load_dataset
 
             options = dict(self.config.data.options)
             if self.config.data.dataset == "qm9":
@@ -242,7 +242,7 @@ class Study:
             raise StudyInterrupted(f"stopped after {stop_after}")
 
     def run_space(self, name: str, stop_after: str | None = None) -> None:
-        from harness.registry import SPACES
+        from harness.core.registry import SPACES
         from spaces.base import Space
 
         directory = self.root / name
@@ -353,7 +353,7 @@ class Study:
     def _sample(self, name: str, space, directory: Path, n: int | None = None,
                 sampler: str | None = None, steps: int | None = None, out_name: str = "samples"
                 ) -> dict[str, Any]:
-        from harness.chem import batch_to_mols, write_sdf
+        from harness.core.chem import batch_to_mols, write_sdf
 
         s = self.config.sampling
         gen = self.load_generator(name)
@@ -416,7 +416,7 @@ class Study:
 
         import dataclasses
 
-        from harness.data.base import fingerprint_of
+        from harness.core.data.base import fingerprint_of
 
         path = self.root / "reference" / "metrics.json"
         fingerprint = fingerprint_of([dataclasses.asdict(self.config.data),

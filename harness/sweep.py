@@ -117,13 +117,13 @@ class Objective:
     def __call__(self, trial):
         import optuna
 
-        from harness.io import read_json
+        from harness.core.io import read_json
         from harness.study import SpaceState, Study, StudyInterrupted
 
         config, space = trial_config(trial, self.base, self.root)
         study = Study(config)
         study.root.mkdir(parents=True, exist_ok=True)
-        from harness.io import atomic_write_text
+        from harness.core.io import atomic_write_text
         import yaml
 
         atomic_write_text(study.root / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))

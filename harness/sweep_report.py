@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from harness.io import atomic_write_json, atomic_write_text
+from harness.core.io import atomic_write_json, atomic_write_text
 
 FACTORS = (("recon_error", "reconstruction error (1 - SMILES match)"),
            ("recon_rmsd", "reconstruction RMSD (Å)"),
@@ -74,7 +74,7 @@ def write_sweep_report(study_name: str, storage: str, out_dir: Path | None = Non
     import matplotlib.pyplot as plt
     import optuna
 
-    from harness.io import atomic_path
+    from harness.core.io import atomic_path
 
     study = load_study(study_name, storage)
     root = Path(out_dir or study.user_attrs.get("storage_root") or Path("runs/sweeps") / study_name)

@@ -1,6 +1,6 @@
 """Metric families (one file each) and named, versioned suites.
 
-Importing this package registers every built-in metric in ``harness.registry.METRICS`` and
+Importing this package registers every built-in metric in ``harness.core.registry.METRICS`` and
 every suite in ``SUITES``. Entry points for callers:
 
 * :func:`score_molecules` — score a MolBatch / records / RDKit molecules with a suite;

@@ -104,7 +104,7 @@ class Metric(abc.ABC):
         floats (every key of :attr:`outputs` must be present, NaN if undefined)."""
 
     def compute_reference(self, reference: Any) -> Any:
-        """Statistics of a reference dataset (a :class:`~harness.data.MolDataset`-like
+        """Statistics of a reference dataset (a :class:`~harness.core.data.MolDataset`-like
         object); called once per split and cached. Metrics without ``"reference"`` in
         :attr:`needs` never get here."""
         return None
@@ -138,7 +138,7 @@ class MetricResults(dict):
     """Metric key -> float, plus ``metadata`` and each key's ``higher_is_better``.
 
     ``to_json()`` gives ``{"metrics": {...}, "higher_is_better": {...}, "metadata": {...}}``
-    (NaN becomes ``null`` when written with :func:`harness.io.atomic_write_json`).
+    (NaN becomes ``null`` when written with :func:`harness.core.io.atomic_write_json`).
     """
 
     def __init__(self, values: Mapping[str, float] | None = None,
@@ -217,7 +217,7 @@ def reference_statistics(metric: Metric, reference: Any, refresh: bool = False) 
     stats = metric.compute_reference(reference)
     _MEMORY_CACHE[key] = stats
     if path is not None:
-        from harness.io import atomic_path
+        from harness.core.io import atomic_path
 
         with atomic_path(path, ".pkl") as tmp:
             with open(tmp, "wb") as fh:

@@ -31,7 +31,7 @@ from typing import Any, Sequence
 import numpy as np
 from rdkit import Chem
 
-from harness.registry import METRICS
+from harness.core.registry import METRICS
 from metrics.base import Metric, nan, quiet_rdkit, ratio
 from metrics.rdkit_profile import canonical_smiles_of_valid, profile_molecule, rdkit_analysis
 from metrics.samples import Samples

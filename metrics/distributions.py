@@ -21,15 +21,17 @@ Everything is vectorised over atoms, bonds and angles.
 """
 from __future__ import annotations
 
+import math
+
 from typing import Any
 
 import numpy as np
 from scipy.stats import wasserstein_distance
 
-from harness.types import PERIODIC_TABLE
+from harness.core.types import PERIODIC_TABLE
 from metrics.base import Metric, nan
 from metrics.samples import Samples
-from harness.registry import METRICS
+from harness.core.registry import METRICS
 
 BOND_SYMBOL = {1: "-", 2: "=", 3: "#"}
 
@@ -132,8 +134,9 @@ def total_variation(p: dict[Any, float], q: dict[Any, float]) -> float:
     sp, sq = sum(p.values()), sum(q.values())
     if not sp or not sq:
         return nan()
-    keys = set(p) | set(q)
-    return 0.5 * sum(abs(p.get(k, 0) / sp - q.get(k, 0) / sq) for k in keys)
+    # sorted keys: a sum over a set's order would depend on PYTHONHASHSEED (last-digit drift)
+    keys = sorted(set(p) | set(q), key=str)
+    return 0.5 * math.fsum(abs(p.get(k, 0) / sp - q.get(k, 0) / sq) for k in keys)
 
 
 def _counts(keys: np.ndarray) -> dict[int, int]:

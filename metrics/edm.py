@@ -34,8 +34,8 @@ import numpy as np
 import torch
 from rdkit import Chem
 
-from harness.registry import METRICS
-from harness.types import ATOMIC_NUMBER
+from harness.core.registry import METRICS
+from harness.core.types import ATOMIC_NUMBER
 from metrics.base import Metric, nan, quiet_rdkit, ratio
 from metrics.samples import Samples
 

@@ -21,7 +21,7 @@ Reconstruction (``decode(encode(x))`` against x):
 Symmetry (``latent.symmetry_error.<g>`` for g = rotation, translation, permutation,
 reflection, each separately): the mean over molecules of
 ``||encode(g x) - rho(g) encode(x)|| / ||encode(x)||``, where ``rho(g)`` is what the space's
-:class:`~harness.types.LatentSpec` declares: per-atom latents permute with the atoms;
+:class:`~harness.core.types.LatentSpec` declares: per-atom latents permute with the atoms;
 declared-equivariant coordinates ``x`` rotate / reflect / translate; everything else is
 expected to stay unchanged (so a ``"none"`` declaration reports how much the latent moves).
 Transforms are random (seeded): a uniform rotation, a mirror across a random plane, a
@@ -40,8 +40,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness.registry import METRICS
-from harness.types import ATOMIC_NUMBER, LatentBatch, MolBatch, collate_arrays
+from harness.core.registry import METRICS
+from harness.core.types import ATOMIC_NUMBER, LatentBatch, MolBatch, collate_arrays
 from metrics.base import Metric, MetricError, nan, ratio
 from metrics.rdkit_profile import profile_molecule, rdkit_analysis
 from metrics.samples import Samples

@@ -26,8 +26,8 @@ from typing import Any, Sequence
 import numpy as np
 from rdkit import Chem
 
-from harness.registry import METRICS
-from harness.types import ATOMIC_NUMBER
+from harness.core.registry import METRICS
+from harness.core.types import ATOMIC_NUMBER
 from metrics.base import Metric, nan, quiet_rdkit, ratio
 from metrics.samples import Samples
 
@@ -91,7 +91,7 @@ def build_molecule(numbers: Sequence[int], bonds: np.ndarray, charges: Sequence[
                    pos: np.ndarray | None = None) -> Chem.Mol:
     """Explicit-H molecule from arrays: atoms with formal charges and no implicit H, bonds
     ``[m, 3]`` (i, j, order 1/2/3), optional conformer (Å). Unsanitised. (The same molecule
-    as :func:`harness.chem.mol_from_arrays`, built from Python lists: this is the hot loop
+    as :func:`harness.core.chem.mol_from_arrays`, built from Python lists: this is the hot loop
     of every RDKit-based metric.)"""
     mol = Chem.RWMol()
     for z, q in zip(np.asarray(numbers).tolist(), np.asarray(charges).tolist()):

@@ -24,7 +24,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from harness.types import PERIODIC_TABLE, MolBatch, MolRecord
+from harness.core.types import PERIODIC_TABLE, MolBatch, MolRecord
 
 BOND_MODES = ("auto", "perceive", "given")
 #: bond_source labels that mean "use the given bonds"; the label is kept as the origin.
@@ -170,7 +170,7 @@ class Samples:
     def from_mols(cls, mols: Sequence[Any], bond_source: str = "auto") -> "Samples":
         """From RDKit molecules with conformers (or records); a ``None`` entry (a failed
         sample) is recorded in :attr:`skipped`."""
-        from harness.chem import RecordError, mol_to_record
+        from harness.core.chem import RecordError, mol_to_record
 
         records, skipped = [], []
         for k, mol in enumerate(mols):
@@ -189,7 +189,7 @@ class Samples:
     @classmethod
     def from_dataset(cls, dataset: Any, bond_source: str = "auto",
                      limit: int | None = None) -> "Samples":
-        """From a :class:`~harness.data.MolDataset` (uses its packed arrays when present);
+        """From a :class:`~harness.core.data.MolDataset` (uses its packed arrays when present);
         molecules whose bond perception failed at preprocessing have unknown bonds."""
         packed = getattr(dataset, "packed", None)
         if packed is None:
@@ -323,7 +323,7 @@ class Samples:
     def to_batch(self, elements: Sequence[str] | None = None) -> MolBatch:
         """A padded :class:`MolBatch` with the given bonds (vocabulary: ``elements`` or
         the elements present)."""
-        from harness.types import collate_arrays
+        from harness.core.types import collate_arrays
 
         elements = tuple(elements) if elements is not None else tuple(self.symbols)
         return collate_arrays(self.numbers, self.pos.astype(np.float32), self.charges,
@@ -410,7 +410,7 @@ def _perceive_chunk(jobs: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[tuple
     from metrics.base import quiet_rdkit
 
     quiet_rdkit()
-    from harness.chem import RecordError, bonds_of, perceive_bonds
+    from harness.core.chem import RecordError, bonds_of, perceive_bonds
 
     out = []
     for numbers, pos in jobs:

@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from harness.registry import METRICS, SUITES
+from harness.core.registry import METRICS, SUITES
 from metrics.base import (Metric, MetricError, MetricResults, check_values, nan, ratio,
                           reference_statistics)
 from metrics.samples import Samples
@@ -152,8 +152,8 @@ def score_molecules(molecules: Any, suite: str | Suite = "qm9/v1", reference: An
     """Score molecules with a suite.
 
     Args:
-        molecules: a :class:`~harness.types.MolBatch` (``bonds`` or None), a sequence of
-            :class:`~harness.types.MolRecord` or RDKit molecules (None = a failed sample),
+        molecules: a :class:`~harness.core.types.MolBatch` (``bonds`` or None), a sequence of
+            :class:`~harness.core.types.MolRecord` or RDKit molecules (None = a failed sample),
             a dataset, or :class:`Samples`.
         suite: suite name (``"qm9/v1"``) or :class:`Suite`.
         reference: reference dataset (``MolDataset``-like: ``records()`` or ``packed``,

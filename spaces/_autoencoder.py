@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from harness.data.base import CollateIndices, IndexDataset, MolDataset
+from harness.core.data.base import CollateIndices, IndexDataset, MolDataset
 
 
 def mol_loader(dataset: MolDataset, batch_size: int, shuffle: bool, seed: int = 0,

@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 import torch
 
-from harness.io import atomic_write_json
-from harness.types import LatentBatch, LatentSpec, MolBatch
+from harness.core.io import atomic_write_json
+from harness.core.types import LatentBatch, LatentSpec, MolBatch
 
 if TYPE_CHECKING:
-    from harness.data.base import MolDataset
+    from harness.core.data.base import MolDataset
 
 class Space(abc.ABC):
     """Base class of diffusion spaces.
@@ -86,7 +86,7 @@ class Space(abc.ABC):
         """Write ``space.json`` (name, elements, options, fit stats) and ``weights.pt``."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        from harness.io import atomic_path
+        from harness.core.io import atomic_path
 
         with atomic_path(directory / "weights.pt") as tmp:
             torch.save(self.state_dict(), tmp)
@@ -109,7 +109,7 @@ class Space(abc.ABC):
         meta = json.loads((directory / "space.json").read_text())
         target = cls
         if cls is Space or meta["name"] != getattr(cls, "registry_name", cls.name):
-            from harness.registry import SPACES, load_plugin
+            from harness.core.registry import SPACES, load_plugin
 
             if meta["name"] not in SPACES and meta.get("plugin"):
                 load_plugin(meta["plugin"])

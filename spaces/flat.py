@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.registry import SPACES
-from harness.types import LatentBatch, LatentSpec, MolBatch
+from harness.core.registry import SPACES
+from harness.core.types import LatentBatch, LatentSpec, MolBatch
 from spaces.base import Space
 
 NO_SYMMETRY = (("permutation", "none"), ("rotation", "none"), ("translation", "none"),

@@ -10,7 +10,7 @@ each part a ``tanh`` output in [-1, 1]:
   Any token string decodes to a molecule (SELFIES), so decoding never fails chemically; the
   vocabulary is the training set's tokens, so decoded elements are the training elements.
 * **Geometry AE** (3D coordinates given the graph with explicit H <-> ``z_geo``, width
-  ``geo_width``). Encoder: a fully connected EGNN (:class:`harness.nn.DenseEGNN`) over atom
+  ``geo_width``). Encoder: a fully connected EGNN (:class:`harness.core.nn.DenseEGNN`) over atom
   type / formal charge one-hots with bond-order and 2-/3-hop pair features, masked mean pool
   of its invariant node features, MLP, ``tanh`` -- invariant to rotation, translation,
   reflection and atom order (``geo_encoder="egnn"``), or an e3nn network whose pooled
@@ -59,9 +59,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.nn import DenseEGNN, masked_mean, pair_geometry, remove_mean
-from harness.registry import SPACES
-from harness.types import ATOMIC_NUMBER, PERIODIC_TABLE, LatentBatch, LatentSpec, MolBatch, MolRecord
+from harness.core.nn import DenseEGNN, masked_mean, pair_geometry, remove_mean
+from harness.core.registry import SPACES
+from harness.core.types import ATOMIC_NUMBER, PERIODIC_TABLE, LatentBatch, LatentSpec, MolBatch, MolRecord
 from spaces.base import Space
 
 PAD, BOS, EOS, UNK = "[PAD]", "[BOS]", "[EOS]", "[UNK]"
@@ -87,7 +87,7 @@ def _rdkit():
 def record_smiles(record: MolRecord) -> str | None:
     """Canonical stereo-free heavy-atom SMILES of a record's graph (bonds, charges), or None
     when RDKit cannot sanitise it. Independent of atom order by construction."""
-    from harness.chem import canonical_smiles, record_to_mol
+    from harness.core.chem import canonical_smiles, record_to_mol
 
     if record.n_atoms == 0:
         return None
@@ -198,7 +198,7 @@ def embed_coordinates(mol, seed: int, use_stereo: bool, max_attempts: int = 3
 
 def graph_arrays(mol) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(numbers [n], bonds [m, 3] (i, j, order), charges [n])`` of a kekulised molecule."""
-    from harness.chem import bonds_of
+    from harness.core.chem import bonds_of
 
     numbers = np.array([a.GetAtomicNum() for a in mol.GetAtoms()], np.int64)
     charges = np.array([a.GetFormalCharge() for a in mol.GetAtoms()], np.int64)
@@ -822,7 +822,7 @@ class InvariantSpace(Space):
         from tqdm.auto import tqdm
 
         Chem = _rdkit()
-        from harness.chem import record_to_mol
+        from harness.core.chem import record_to_mol
 
         n = len(dataset) if limit is None else min(limit, len(dataset))
         keep, token_lists, inits = [], [], []
@@ -866,7 +866,7 @@ class InvariantSpace(Space):
         the true graph) and seconds."""
         from torch.utils.data import DataLoader
 
-        from harness.data.base import IndexDataset
+        from harness.core.data.base import IndexDataset
         from spaces._autoencoder import mol_loader, train_autoencoder
 
         t0 = time.perf_counter()
@@ -986,7 +986,7 @@ class InvariantSpace(Space):
         """Molecules (with bonds) -> ``h [B, topo_width + geo_width]`` (deterministic)."""
         if batch.bonds is None:
             raise ValueError("invariant.encode needs bonds (perceive them first, e.g. "
-                             "harness.chem.perceive_bonds)")
+                             "harness.core.chem.perceive_bonds)")
         if tuple(batch.elements) != self.elements:
             raise ValueError(f"invariant.encode: batch elements {batch.elements} differ from the "
                              f"space's {self.elements}")
@@ -1029,7 +1029,7 @@ class InvariantSpace(Space):
         Steps: greedy SELFIES decoding of ``z_topo`` -> graph with H -> ``stereo_candidates``
         stereoisomers, each with a seeded ETKDG start -> geometry decoder -> the candidate whose
         re-encoded ``z_geo`` is nearest -> optional MMFF relaxation (``relax``)."""
-        from harness.types import collate_arrays
+        from harness.core.types import collate_arrays
 
         h = latent.h
         if h.dim() != 2 or h.shape[1] != self.topo_width + self.geo_width:
@@ -1146,7 +1146,7 @@ def matched_rmsd(reference: MolRecord, decoded: MolRecord, heavy_only: bool = Tr
     """Kabsch RMSD (Å) between two molecules with the same graph but different atom orders:
     the minimum over graph isomorphisms (RDKit substructure matches, so symmetric atoms are
     handled) of the aligned RMSD over heavy atoms (or all atoms). NaN when the graphs differ."""
-    from harness.chem import record_to_mol
+    from harness.core.chem import record_to_mol
 
     Chem = _rdkit()
     try:

@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.nn import DenseEGNN, remove_mean
-from harness.registry import SPACES
-from harness.types import LatentBatch, LatentSpec, MolBatch
+from harness.core.nn import DenseEGNN, remove_mean
+from harness.core.registry import SPACES
+from harness.core.types import LatentBatch, LatentSpec, MolBatch
 from spaces.base import Space
 from spaces.raw import E3_EQUIVARIANT
 

@@ -11,8 +11,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from harness.registry import SPACES
-from harness.types import ATOMIC_NUMBER, LatentBatch, LatentSpec, MolBatch
+from harness.core.registry import SPACES
+from harness.core.types import ATOMIC_NUMBER, LatentBatch, LatentSpec, MolBatch
 from spaces.base import Space
 
 E3_EQUIVARIANT = (("permutation", "equivariant"), ("rotation", "equivariant"),

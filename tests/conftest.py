@@ -14,7 +14,7 @@ import torch
 
 torch.set_num_threads(1)
 
-from harness.data import QM9_SAMPLE_SDF as QM9_SAMPLE  # noqa: E402  (committed, in the package)
+from harness.core.data import QM9_SAMPLE_SDF as QM9_SAMPLE  # noqa: E402  (committed, in the package)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 QM9_ELEMENTS = ("H", "C", "N", "O", "F")
@@ -23,7 +23,7 @@ QM9_ELEMENTS = ("H", "C", "N", "O", "F")
 @pytest.fixture(scope="session")
 def qm9_sample():
     """200 QM9 molecules (committed SDF fixture) as a dataset with train/val/test splits."""
-    from harness.data import load_dataset
+    from harness.core.data import load_dataset
 
     return load_dataset("sdf", path=QM9_SAMPLE, elements=QM9_ELEMENTS,
                         property_fields=("mu", "alpha", "homo", "lumo", "gap", "Cv"))

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 from rdkit import Chem
 
-from harness.chem import (batch_to_mols, canonical_smiles, mols_to_batch, perceive_bonds,
+from harness.core.chem import (batch_to_mols, canonical_smiles, mols_to_batch, perceive_bonds,
                           read_sdf, read_xyz, record_to_mol, write_sdf, write_xyz)
-from harness.types import MolBatch, MolRecord
+from harness.core.types import MolBatch, MolRecord
 
 from conftest import QM9_ELEMENTS, QM9_SAMPLE
 

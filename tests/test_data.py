@@ -5,10 +5,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import harness.data.qm9 as qm9
-from harness.data import load_dataset, load_source
-from harness.data.base import deterministic_split, splits_checksum, subset_splits
-from harness.data.sdf import NoUsableMolecules
+import harness.core.data.qm9 as qm9
+from harness.core.data import load_dataset, load_source
+from harness.core.data.base import deterministic_split, splits_checksum, subset_splits
+from harness.core.data.sdf import NoUsableMolecules
 
 from conftest import QM9_ELEMENTS, QM9_SAMPLE
 
@@ -175,7 +175,7 @@ def test_unknown_dataset_and_option_errors_list_the_valid_ones():
 
 
 def test_datamodule_yields_padded_batches(qm9_sample):
-    from harness.data.datamodule import MolDataModule
+    from harness.core.data.datamodule import MolDataModule
 
     dm = MolDataModule(qm9_sample, batch_size=16)
     dm.setup()

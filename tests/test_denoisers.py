@@ -6,9 +6,9 @@ from e3nn import o3
 from e3nn.util.test import assert_equivariant, equivariance_error
 
 from generators.denoisers import Denoiser
-from harness.nn import DenseEGNN, PairLinear
-from harness.registry import DENOISERS
-from harness.types import LatentSpec
+from harness.core.nn import DenseEGNN, PairLinear
+from harness.core.registry import DENOISERS
+from harness.core.types import LatentSpec
 
 torch.set_num_threads(1)
 

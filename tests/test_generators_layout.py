@@ -2,8 +2,8 @@
 import torch
 
 from generators.layout import LatentLayout
-from harness.nn import masked_mean, remove_mean
-from harness.types import LatentBatch, LatentSpec
+from harness.core.nn import masked_mean, remove_mean
+from harness.core.types import LatentBatch, LatentSpec
 
 torch.set_num_threads(1)
 

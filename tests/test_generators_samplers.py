@@ -10,8 +10,8 @@ import torch
 from generators.layout import LatentLayout
 from generators.samplers import DDIMSampler, DDPMSampler, make_sampler, spaced_timesteps
 from generators.schedules import make_schedule
-from harness.registry import SAMPLERS
-from harness.types import LatentSpec
+from harness.core.registry import SAMPLERS
+from harness.core.types import LatentSpec
 
 torch.set_num_threads(1)
 

@@ -6,7 +6,7 @@ import torch
 
 from generators.schedules import (CosineSchedule, LinearSchedule, NoiseSchedule,
                                   PolynomialSchedule, make_schedule)
-from harness.registry import SCHEDULES
+from harness.core.registry import SCHEDULES
 
 torch.set_num_threads(1)
 

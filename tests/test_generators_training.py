@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from generators import DiffusionGenerator
-from harness.types import LatentBatch, LatentSpec
+from harness.core.types import LatentBatch, LatentSpec
 
 torch.set_num_threads(1)
 

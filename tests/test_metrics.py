@@ -11,8 +11,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness.io import atomic_write_json, read_json
-from harness.types import MolBatch, MolRecord
+from harness.core.io import atomic_write_json, read_json
+from harness.core.types import MolBatch, MolRecord
 from metrics import MetricError, MetricResults, Samples, score_molecules
 from metrics.base import clear_memory_cache, reference_statistics
 from metrics.edm import EdmMetric

@@ -14,7 +14,7 @@ import pytest
 import torch
 from rdkit import Chem
 
-from harness.types import PERIODIC_TABLE, MolRecord
+from harness.core.types import PERIODIC_TABLE, MolRecord
 from metrics import Samples, score_molecules
 from metrics.edm import EdmMetric
 
@@ -150,7 +150,7 @@ def random_clouds(n_molecules: int, seed: int, elements=(1, 6, 7, 8, 9)) -> list
 def embedded(smiles_list: list[str], seed: int = 0) -> list[MolRecord]:
     from rdkit.Chem import AllChem
 
-    from harness.chem import mol_to_record
+    from harness.core.chem import mol_to_record
 
     out = []
     for s in smiles_list:

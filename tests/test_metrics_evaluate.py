@@ -9,10 +9,10 @@ import torch
 from rdkit import Chem
 from rdkit.Chem import AllChem
 
-from harness.chem import records_to_xyz, write_sdf
-from harness.data import QM9_SAMPLE_SDF
+from harness.core.chem import records_to_xyz, write_sdf
+from harness.core.data import QM9_SAMPLE_SDF
 from harness.evaluate import evaluate_source, format_table, score_molecules, table_rows
-from harness.io import read_json
+from harness.core.io import read_json
 
 torch.set_num_threads(1)
 
@@ -52,7 +52,7 @@ def test_sdf_source_is_scored_with_its_own_bonds_and_skipped_records_reported(sa
 
 
 def test_xyz_source_gets_perceived_bonds_and_says_so(tmp_path):
-    from harness.chem import mol_to_record
+    from harness.core.chem import mol_to_record
 
     path = tmp_path / "samples.xyz"
     path.write_text(records_to_xyz([mol_to_record(_embedded(s)) for s in ("CCO", "C=O")]))

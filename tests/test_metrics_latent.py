@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harness.registry import SPACES
-from harness.types import LatentBatch, LatentSpec, MolBatch
+from harness.core.registry import SPACES
+from harness.core.types import LatentBatch, LatentSpec, MolBatch
 from metrics import score_molecules
 from metrics.latent import effective_dimension, kabsch_rmsd, random_rotation, transform_batch
 from spaces.base import Space

@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 from harness.conformance import run_conformance
-from harness.registry import SPACES, load_plugin
+from harness.core.registry import SPACES, load_plugin
 
 EXAMPLE = Path(__file__).parent / "fixtures" / "my_space.py"
 

@@ -2,7 +2,7 @@
 import pytest
 
 from harness.conformance import run_conformance
-from harness.registry import SPACES
+from harness.core.registry import SPACES
 
 
 @pytest.mark.parametrize("name", SPACES.names())

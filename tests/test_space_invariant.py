@@ -13,9 +13,9 @@ import pytest
 import torch
 from rdkit import Chem
 
-from harness.chem import record_to_mol
-from harness.registry import SPACES
-from harness.types import LatentBatch, MolBatch
+from harness.core.chem import record_to_mol
+from harness.core.registry import SPACES
+from harness.core.types import LatentBatch, MolBatch
 from spaces.base import Space
 from spaces.invariant import (InvariantSpace, aligned_squared_error, kabsch_rmsd, matched_rmsd,
                               pair_features, record_smiles)

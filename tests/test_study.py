@@ -55,7 +55,7 @@ def test_tiny_study_produces_every_artefact(finished):
 
 
 def test_samples_sdf_holds_every_sample(finished):
-    from harness.chem import read_sdf
+    from harness.core.chem import read_sdf
 
     study, _ = finished
     records, skipped = read_sdf(study.root / "raw" / "samples.sdf", perceive_missing_bonds=False)

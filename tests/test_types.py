@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from harness.types import LatentBatch, LatentSpec, MolBatch, MolRecord
+from harness.core.types import LatentBatch, LatentSpec, MolBatch, MolRecord
 
 ELEMENTS = ("H", "C", "N", "O", "F")
 

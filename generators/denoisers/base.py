@@ -21,7 +21,7 @@ import math
 import torch
 from torch import nn
 
-from harness.types import LatentSpec
+from harness.core.types import LatentSpec
 
 __all__ = ["Denoiser", "sinusoidal_embedding"]
 

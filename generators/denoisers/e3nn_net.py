@@ -25,8 +25,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from harness.registry import DENOISERS
-from harness.types import LatentSpec
+from harness.core.registry import DENOISERS
+from harness.core.types import LatentSpec
 
 from .base import Denoiser
 

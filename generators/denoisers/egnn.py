@@ -1,7 +1,7 @@
 """``egnn``: dense fully connected EGNN denoiser for per-atom latents (EDM's network).
 
 Node input ``[h, t, context]`` (time and context appended to every atom's features, as in
-EDM) -> :class:`harness.nn.DenseEGNN` -> ``out_h`` = its node output, ``out_x = x_out - x``
+EDM) -> :class:`harness.core.nn.DenseEGNN` -> ``out_h`` = its node output, ``out_x = x_out - x``
 (translation invariant, E(3)-equivariant). Per-atom latents without coordinates run the same
 network without geometry (a fully connected invariant GNN).
 """
@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import torch
 
-from harness.nn import DenseEGNN
-from harness.registry import DENOISERS
-from harness.types import LatentSpec
+from harness.core.nn import DenseEGNN
+from harness.core.registry import DENOISERS
+from harness.core.types import LatentSpec
 
 from .base import Denoiser
 
 
 @DENOISERS.register("egnn")
 class EGNNDenoiser(Denoiser):
-    """E(3)-equivariant denoiser; hyperparameters as :class:`harness.nn.DenseEGNN`
+    """E(3)-equivariant denoiser; hyperparameters as :class:`harness.core.nn.DenseEGNN`
     (defaults: EDM's QM9 model, 9 blocks x 256 hidden, 2 GCLs per block)."""
 
     kinds = ("per_atom",)

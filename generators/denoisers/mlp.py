@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.registry import DENOISERS
-from harness.types import LatentSpec
+from harness.core.registry import DENOISERS
+from harness.core.types import LatentSpec
 
 from .base import Denoiser, sinusoidal_embedding
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from harness.data import load_dataset
+from harness.core.data import load_dataset
 
 
 @pytest.fixture(scope="module")

@@ -56,7 +56,7 @@ def make_workload(kind: str, mode: str, size=(9, 256), batch: int = B,
     """Return ``(step, n_molecules, n_params)`` for one benchmark configuration."""
     from generators import DiffusionGenerator
     from generators.samplers import make_sampler
-    from harness.types import LatentSpec
+    from harness.core.types import LatentSpec
 
     if kind == "mlp":
         spec = LatentSpec("vector", 500, bounded=True)
@@ -104,7 +104,7 @@ def _peak_memory_mb(**config) -> float:
     code = f"""
 import importlib.util, json, sys, torch
 torch.set_num_threads({THREADS})
-from harness.nn import tune_cpu_allocator; tune_cpu_allocator()
+from harness.core.nn import tune_cpu_allocator; tune_cpu_allocator()
 spec = importlib.util.spec_from_file_location("bench", {str(Path(__file__))!r})
 mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
 step, _, _ = mod.make_workload(**json.loads({json.dumps(json.dumps(config))}))
@@ -128,7 +128,7 @@ print(status('VmHWM') - base)
 
 @pytest.fixture(autouse=True)
 def _two_threads():
-    from harness.nn import tune_cpu_allocator
+    from harness.core.nn import tune_cpu_allocator
 
     old = torch.get_num_threads()
     torch.set_num_threads(THREADS)
@@ -202,7 +202,7 @@ SAMPLER_GRID = [("ddpm", None, None), ("ddpm", 100, None), ("ddim", 50, "uniform
 def sampler_accuracy_table(tmp_dir) -> list[str]:
     """Markdown rows of BENCHMARKS.md's sampling-accuracy table (2-D Gaussian mixture)."""
     from generators import DiffusionGenerator
-    from harness.types import LatentBatch, LatentSpec
+    from harness.core.types import LatentBatch, LatentSpec
 
     g = torch.Generator().manual_seed(0)
     comp = torch.randint(0, 2, (4000,), generator=g)

@@ -19,7 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the reference implementation
 
-from harness.data import load_dataset  # noqa: E402
+from harness.core.data import load_dataset  # noqa: E402
 from metrics import Samples, score_molecules  # noqa: E402
 from metrics.base import clear_memory_cache  # noqa: E402
 from metrics.edm import EdmMetric  # noqa: E402

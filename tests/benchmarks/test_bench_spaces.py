@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from harness.data import load_dataset
-from harness.registry import SPACES
+from harness.core.data import load_dataset
+from harness.core.registry import SPACES
 
 BUILTIN = ["raw", "per_atom", "flat", "invariant"]
 QUICK = {"per_atom": {"epochs": 1}, "flat": {"epochs": 1}, "invariant": {"epochs_topo": 1, "epochs_geo": 1}}

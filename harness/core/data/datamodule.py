@@ -7,8 +7,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from harness.data import load_dataset
-from harness.data.base import CollateIndices, IndexDataset, MolDataset
+from harness.core.data import load_dataset
+from harness.core.data.base import CollateIndices, IndexDataset, MolDataset
 
 
 class MolDataModule(pl.LightningDataModule):

@@ -12,8 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from harness.data.base import MolDataset, PackedMolecules, default_cache_dir
-from harness.registry import DATASETS
+from harness.core.data.base import MolDataset, PackedMolecules, default_cache_dir
+from harness.core.registry import DATASETS
 
 #: 200 QM9 molecules with perceived bonds, SMILES and properties (committed, < 400 kB); used by
 #: the tests and by `l3dg check-space`. Regenerate with tests/fixtures/make_fixtures.py.

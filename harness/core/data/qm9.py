@@ -19,11 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from harness.data.base import (DatasetCache, MolDataset, PackedMolecules, default_cache_dir,
+from harness.core.data.base import (DatasetCache, MolDataset, PackedMolecules, default_cache_dir,
                                deterministic_split, fingerprint_of, splits_checksum,
                                subset_splits)
-from harness.registry import DATASETS
-from harness.types import ATOMIC_NUMBER
+from harness.core.registry import DATASETS
+from harness.core.types import ATOMIC_NUMBER
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def read_qm9_csvs(files: list[Path]):
 
 def _perceive_chunk(args):
     """Worker: perceive bonds for a chunk of molecules; returns per-molecule results."""
-    from harness.chem import RecordError, bonds_of, canonical_smiles, perceive_bonds, smiles_canonical
+    from harness.core.chem import RecordError, bonds_of, canonical_smiles, perceive_bonds, smiles_canonical
 
     numbers, pos, counts, smiles = args
     out = []

@@ -2,7 +2,7 @@
 
 A backend registers itself with a decorator at import time::
 
-    from harness.registry import SPACES
+    from harness.core.registry import SPACES
 
     @SPACES.register("my_space")
     class MySpace(Space): ...
@@ -102,8 +102,8 @@ REGISTRIES: dict[str, Registry[Any]] = {
 # Modules whose import registers the built-in components. A missing module is skipped, so a
 # partial checkout still lists what it has; any other import error propagates.
 BUILTIN_MODULES = (
-    "harness.data.qm9",
-    "harness.data.sdf",
+    "harness.core.data.qm9",
+    "harness.core.data.sdf",
     "generators.schedules",
     "generators.samplers",
     "generators.denoisers",

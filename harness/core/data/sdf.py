@@ -12,9 +12,9 @@ from typing import Sequence
 
 import numpy as np
 
-from harness.data.base import MolDataset, PackedMolecules, fingerprint_of
-from harness.registry import DATASETS
-from harness.types import ATOMIC_NUMBER, PERIODIC_TABLE
+from harness.core.data.base import MolDataset, PackedMolecules, fingerprint_of
+from harness.core.registry import DATASETS
+from harness.core.types import ATOMIC_NUMBER, PERIODIC_TABLE
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +41,12 @@ def load_sdf(path: str | Path, elements: Sequence[str] | None = None,
     """
     root = Path(path)
     if not root.exists() and not root.is_absolute():
-        # presets name committed files relative to the checkout (e.g. harness/data/...)
-        packaged = Path(__file__).resolve().parents[2] / root
+        # presets name committed files relative to the checkout (e.g. harness/core/data/...)
+        packaged = Path(__file__).resolve().parents[3] / root
         root = packaged if packaged.exists() else root
     if not root.exists():
         raise FileNotFoundError(f"sdf dataset: {root} does not exist")
-    from harness.chem import molecule_files, read_molecules
+    from harness.core.chem import molecule_files, read_molecules
 
     try:
         files = molecule_files(root)

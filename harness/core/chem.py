@@ -19,8 +19,8 @@ from rdkit import Chem, RDLogger
 from rdkit.Chem import rdDetermineBonds
 from rdkit.Geometry import Point3D
 
-from harness.io import atomic_path
-from harness.types import PERIODIC_TABLE, MolBatch, MolRecord
+from harness.core.io import atomic_path
+from harness.core.types import PERIODIC_TABLE, MolBatch, MolRecord
 
 RDLogger.DisableLog("rdApp.*")
 

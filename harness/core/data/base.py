@@ -18,8 +18,8 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from harness.io import atomic_path, atomic_write_json
-from harness.types import PERIODIC_TABLE, MolBatch, MolRecord, collate_arrays, pack_records
+from harness.core.io import atomic_path, atomic_write_json
+from harness.core.types import PERIODIC_TABLE, MolBatch, MolRecord, collate_arrays, pack_records
 
 
 def default_cache_dir() -> Path:
