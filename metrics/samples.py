@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 import numpy as np
-import torch
 
+from harness.core.molecules import Molecules, gather_ranges, offsets
 from harness.core.types import PERIODIC_TABLE, MolBatch, MolRecord
 
 BOND_MODES = ("auto", "perceive", "given")
@@ -70,8 +70,9 @@ class ResolvedBonds:
         return {str(v): int(c) for v, c in zip(values, counts)}
 
 
-class Samples:
-    """M molecules in flat arrays.
+class Samples(Molecules):
+    """Molecules being scored: the flat :class:`~harness.core.molecules.Molecules`
+    container (float64 coordinates) plus bond provenance.
 
     Attributes:
         numbers: [A] int64 atomic numbers.
@@ -94,17 +95,19 @@ class Samples:
                  names: Sequence[str] | None = None, skipped: Sequence[dict] = ()):
         if bond_mode not in BOND_MODES:
             raise ValueError(f"bond_mode must be one of {BOND_MODES}, got {bond_mode!r}")
-        self.numbers = np.asarray(numbers, np.int64).reshape(-1)
-        self.pos = np.asarray(pos, np.float64).reshape(-1, 3)
-        self.charges = np.asarray(charges, np.int64).reshape(-1)
-        self.atom_ptr = np.asarray(atom_ptr, np.int64).reshape(-1)
-        self.bonds = np.asarray(bonds, np.int64).reshape(-1, 3)
-        self.bond_ptr = np.asarray(bond_ptr, np.int64).reshape(-1)
-        self.bonds_known = np.asarray(bonds_known, bool).reshape(-1)
+        m = len(np.asarray(atom_ptr).reshape(-1)) - 1
+        super().__init__(
+            numbers=np.asarray(numbers, np.int64).reshape(-1),
+            pos=np.asarray(pos, np.float64).reshape(-1, 3),
+            charges=np.asarray(charges, np.int64).reshape(-1),
+            atom_ptr=np.asarray(atom_ptr, np.int64).reshape(-1),
+            bonds=np.asarray(bonds, np.int64).reshape(-1, 3),
+            bond_ptr=np.asarray(bond_ptr, np.int64).reshape(-1),
+            props=np.zeros((m, 0), np.float32), smiles=np.array([""] * m, dtype=str),
+            names=list(names) if names is not None else [str(k) for k in range(m)],
+            bond_ok=np.asarray(bonds_known, bool).reshape(-1))
         self.bond_mode = bond_mode
         self.bond_origin = bond_origin
-        m = len(self.atom_ptr) - 1
-        self.names = list(names) if names is not None else [str(k) for k in range(m)]
         self.skipped = list(skipped)
         self.cache: dict[Any, Any] = {}
         if not (len(self.pos) == len(self.numbers) == len(self.charges) == self.atom_ptr[-1]):
@@ -156,15 +159,39 @@ class Samples:
 
     @classmethod
     def from_batch(cls, batch: MolBatch, bond_source: str = "auto") -> "Samples":
-        """From a padded batch; its bonds (when present) are authoritative for every
-        molecule, including molecules with none. ``bond_source`` ``auto`` labels them
-        ``batch``."""
-        mode, origin = parse_bond_source(bond_source)
-        records = batch.to_records()
-        known = np.full(len(records), batch.bonds is not None)
-        samples = cls.from_records(records, "given" if mode == "given" else mode, known)
-        samples.bond_origin = origin or "batch"
+        """From a padded batch (vectorised unpadding); its bonds (when present) are
+        authoritative for every molecule, including molecules with none. ``bond_source``
+        ``auto`` labels them ``batch``."""
+        samples = cls.from_molecules(Molecules.from_batch(batch), bond_source)
+        samples.bond_origin = parse_bond_source(bond_source)[1] or "batch"
         return samples
+
+    @classmethod
+    def from_molecules(cls, mols: Molecules, bond_source: str = "auto",
+                       bonds_known: np.ndarray | None = None) -> "Samples":
+        """From the flat container (no per-molecule Python work): ``mols.bond_ok`` (or
+        ``bonds_known``) says whose bonds are authoritative; molecules with no atoms or
+        non-finite coordinates move to :attr:`skipped`."""
+        mode, origin = parse_bond_source(bond_source)
+        known = np.asarray(mols.bond_ok if bonds_known is None else bonds_known, bool)
+        counts = mols.counts
+        finite = np.ones(len(mols), bool)
+        if mols.n_atoms:
+            bad_atom = ~np.isfinite(np.asarray(mols.pos, np.float64)).all(1)
+            finite = np.bincount(mols.mol_of_atom[bad_atom], minlength=len(mols)) == 0
+        keep = (counts > 0) & finite
+        names = [str(n) for n in mols.names]
+        skipped = [{"source": "input", "index": int(k), "name": names[k],
+                    "reason": "no atoms" if counts[k] == 0 else "coordinates contain NaN or inf"}
+                   for k in np.flatnonzero(~keep)]
+        if not keep.all():
+            mols = mols.take(np.flatnonzero(keep))
+            known = known[keep]
+            names = [n for n, k in zip(names, keep) if k]
+        return cls(numbers=mols.numbers, pos=mols.pos, charges=mols.charges,
+                   atom_ptr=mols.atom_ptr, bonds=mols.bonds, bond_ptr=mols.bond_ptr,
+                   bonds_known=known, bond_mode=mode, bond_origin=origin or "given",
+                   names=names, skipped=skipped)
 
     @classmethod
     def from_mols(cls, mols: Sequence[Any], bond_source: str = "auto") -> "Samples":
@@ -203,11 +230,9 @@ class Samples:
         if limit is not None and limit < len(packed):
             packed = packed.take(np.arange(limit))
         mode, origin = parse_bond_source(bond_source)
-        known = getattr(packed, "bond_ok", None)
-        known = np.ones(len(packed), bool) if known is None else np.asarray(known, bool)
         return cls(numbers=packed.numbers, pos=packed.pos, charges=packed.charges,
                    atom_ptr=packed.atom_ptr, bonds=packed.bonds, bond_ptr=packed.bond_ptr,
-                   bonds_known=known, bond_mode=mode, bond_origin=origin or "dataset",
+                   bonds_known=packed.bond_ok, bond_mode=mode, bond_origin=origin or "dataset",
                    names=[str(n) for n in packed.names])
 
     @classmethod
@@ -225,18 +250,11 @@ class Samples:
             return cls.from_records(items, bond_source)
         return cls.from_mols(items, bond_source)
 
-    # -- shape --------------------------------------------------------------------------------
-    def __len__(self) -> int:
-        return len(self.atom_ptr) - 1
-
+    # -- shape (the rest comes from Molecules) -----------------------------------------------
     @property
-    def counts(self) -> np.ndarray:
-        """[M] atoms per molecule."""
-        return np.diff(self.atom_ptr)
-
-    @property
-    def n_atoms(self) -> int:
-        return int(len(self.numbers))
+    def bonds_known(self) -> np.ndarray:
+        """[M] bool, the given bonds are authoritative (the container's ``bond_ok``)."""
+        return self.bond_ok
 
     @property
     def mol_of_atom(self) -> np.ndarray:
@@ -250,26 +268,15 @@ class Samples:
         """Element symbols present, by atomic number."""
         return [PERIODIC_TABLE[z] for z in np.unique(self.numbers)]
 
-    def given_bonds(self, m: int) -> np.ndarray:
-        return self.bonds[self.bond_ptr[m]:self.bond_ptr[m + 1]]
-
-    def atoms(self, m: int) -> slice:
-        return slice(int(self.atom_ptr[m]), int(self.atom_ptr[m + 1]))
-
-    def record(self, m: int) -> MolRecord:
-        a = self.atoms(m)
-        return MolRecord(numbers=self.numbers[a], pos=self.pos[a], bonds=self.given_bonds(m),
-                         charges=self.charges[a], name=self.names[m])
-
     def take(self, index: Sequence[int] | np.ndarray) -> "Samples":
         """The molecules at ``index`` (a new :class:`Samples`, empty cache)."""
         index = np.asarray(index, np.int64).reshape(-1)
-        atoms, counts = _gather_ranges(self.atom_ptr, index)
-        rows, bond_counts = _gather_ranges(self.bond_ptr, index)
+        atoms, counts = gather_ranges(self.atom_ptr, index)
+        rows, bond_counts = gather_ranges(self.bond_ptr, index)
         return Samples(numbers=self.numbers[atoms], pos=self.pos[atoms],
                        charges=self.charges[atoms],
-                       atom_ptr=np.concatenate([[0], np.cumsum(counts)]),
-                       bonds=self.bonds[rows], bond_ptr=np.concatenate([[0], np.cumsum(bond_counts)]),
+                       atom_ptr=offsets(counts),
+                       bonds=self.bonds[rows], bond_ptr=offsets(bond_counts),
                        bonds_known=self.bonds_known[index], bond_mode=self.bond_mode,
                        bond_origin=self.bond_origin, names=[self.names[i] for i in index])
 
@@ -287,25 +294,6 @@ class Samples:
             h.update(np.ascontiguousarray(arr).tobytes())
         h.update(self.bond_mode.encode())
         return h.hexdigest()[:16]
-
-    # -- dense views --------------------------------------------------------------------------
-    def dense(self, start: int, stop: int, dtype: torch.dtype = torch.float64
-              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Padded tensors of molecules ``start:stop``: atomic numbers ``[b, N]`` (0 in
-        padding), positions ``[b, N, 3]`` (Å, ``dtype``), mask ``[b, N]``."""
-        counts = self.counts[start:stop]
-        b = len(counts)
-        n = int(counts.max()) if b else 0
-        a0, a1 = self.atom_ptr[start], self.atom_ptr[stop]
-        mol = np.repeat(np.arange(b), counts)
-        slot = np.arange(a1 - a0) - np.repeat(self.atom_ptr[start:stop] - a0, counts)
-        z = np.zeros((b, n), np.int64)
-        z[mol, slot] = self.numbers[a0:a1]
-        pos = np.zeros((b, n, 3), np.float64)
-        pos[mol, slot] = self.pos[a0:a1]
-        mask = np.zeros((b, n), bool)
-        mask[mol, slot] = True
-        return torch.from_numpy(z), torch.from_numpy(pos).to(dtype), torch.from_numpy(mask)
 
     def chunks(self, max_pairs: int = 2_000_000) -> Iterator[tuple[int, int]]:
         """``(start, stop)`` molecule ranges whose dense pair tensors ``[b, N, N]`` hold at
@@ -423,13 +411,3 @@ def _perceive_chunk(jobs: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[tuple
         except Exception as err:  # RDKit chemistry errors of odd geometries
             out.append((None, None, f"bond perception failed ({type(err).__name__}: {err})"))
     return out
-
-
-def _gather_ranges(ptr: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Flat row indices of the ranges ``ptr[i]:ptr[i+1]`` for i in ``index``, and lengths."""
-    starts = ptr[index]
-    lengths = ptr[index + 1] - starts
-    total = int(lengths.sum())
-    offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths) \
-        if len(index) else np.zeros(0, np.int64)
-    return (offsets + np.arange(total)).astype(np.int64), lengths

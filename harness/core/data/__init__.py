@@ -12,14 +12,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from harness.core.data.base import MolDataset, PackedMolecules, default_cache_dir
+from harness.core.data.base import MolDataset, Molecules, default_cache_dir
 from harness.core.registry import DATASETS
 
 #: 200 QM9 molecules with perceived bonds, SMILES and properties (committed, < 400 kB); used by
 #: the tests and by `l3dg check-space`. Regenerate with tests/fixtures/make_fixtures.py.
 QM9_SAMPLE_SDF = Path(__file__).parent / "qm9_sample.sdf"
 
-__all__ = ["QM9_SAMPLE_SDF", "MolDataset", "PackedMolecules", "default_cache_dir", "load_dataset", "load_source"]
+__all__ = ["QM9_SAMPLE_SDF", "MolDataset", "Molecules", "default_cache_dir", "load_dataset", "load_source"]
 
 
 def load_dataset(name: str, **options: Any) -> MolDataset:

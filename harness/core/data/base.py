@@ -11,15 +11,16 @@ import json
 import os
 import time
 import zipfile
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
 
-from harness.core.io import atomic_path, atomic_write_json
-from harness.core.types import PERIODIC_TABLE, MolBatch, MolRecord, collate_arrays, pack_records
+from harness.core.io import atomic_write_json
+from harness.core.molecules import Molecules
+from harness.core.types import PERIODIC_TABLE, MolBatch, MolRecord
 
 
 def default_cache_dir() -> Path:
@@ -38,124 +39,6 @@ def fingerprint_of(obj: Any, length: int = 16) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
-def _gather_ranges(ptr: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Flat row indices of the ranges ``ptr[i]:ptr[i+1]`` for i in ``index``, and lengths."""
-    starts = ptr[index]
-    lengths = ptr[index + 1] - starts
-    total = int(lengths.sum())
-    offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
-    return offsets + np.arange(total), lengths
-
-
-@dataclass
-class PackedMolecules:
-    """M molecules in flat arrays.
-
-    Attributes:
-        numbers: [A] atomic numbers; pos: [A, 3] float32 Å; charges: [A] formal charges.
-        atom_ptr: [M + 1] offsets: molecule m owns atoms ``atom_ptr[m]:atom_ptr[m+1]``.
-        bonds: [E, 3] (i, j, order) with molecule-local i < j; bond_ptr: [M + 1].
-        props: [M, P] float (units in the dataset's ``prop_units``).
-        smiles: [M] reference SMILES ("" if none); names: [M] identifiers.
-        bond_ok: [M] bool, False where bond perception failed (bonds empty).
-    """
-
-    numbers: np.ndarray
-    pos: np.ndarray
-    charges: np.ndarray
-    atom_ptr: np.ndarray
-    bonds: np.ndarray
-    bond_ptr: np.ndarray
-    props: np.ndarray
-    smiles: np.ndarray
-    names: np.ndarray
-    bond_ok: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.atom_ptr) - 1
-
-    @property
-    def counts(self) -> np.ndarray:
-        """[M] atoms per molecule."""
-        return np.diff(self.atom_ptr)
-
-    @classmethod
-    def from_records(cls, records: Sequence[MolRecord], bond_ok: Sequence[bool] | None = None
-                     ) -> "PackedMolecules":
-        numbers, pos, charges, counts, bonds, bond_counts, props = pack_records(records)
-        return cls(
-            numbers=numbers, pos=pos, charges=charges,
-            atom_ptr=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
-            bonds=bonds, bond_ptr=np.concatenate([[0], np.cumsum(bond_counts)]).astype(np.int64),
-            props=props, smiles=np.array([r.smiles for r in records], dtype=str),
-            names=np.array([r.name for r in records], dtype=str),
-            bond_ok=np.ones(len(records), bool) if bond_ok is None else np.asarray(bond_ok, bool),
-        )
-
-    def take(self, index: np.ndarray | Sequence[int]) -> "PackedMolecules":
-        """The molecules at ``index`` (vectorised gather, no loop over molecules)."""
-        index = np.asarray(index, dtype=np.int64)
-        atoms, counts = _gather_ranges(self.atom_ptr, index)
-        bond_rows, bond_counts = _gather_ranges(self.bond_ptr, index)
-        return PackedMolecules(
-            numbers=self.numbers[atoms], pos=self.pos[atoms], charges=self.charges[atoms],
-            atom_ptr=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
-            bonds=self.bonds[bond_rows],
-            bond_ptr=np.concatenate([[0], np.cumsum(bond_counts)]).astype(np.int64),
-            props=self.props[index], smiles=self.smiles[index], names=self.names[index],
-            bond_ok=self.bond_ok[index],
-        )
-
-    def without_hydrogens(self) -> "PackedMolecules":
-        """Drop H atoms and their bonds; heavy-atom bond indices are renumbered."""
-        keep = self.numbers != 1
-        mol_of_atom = np.repeat(np.arange(len(self)), self.counts)
-        new_counts = np.bincount(mol_of_atom[keep], minlength=len(self))
-        # new molecule-local index of each kept atom = kept atoms before it in its molecule
-        kept_before = np.cumsum(keep) - keep
-        local_new = kept_before - np.repeat((np.cumsum(keep) - keep)[self.atom_ptr[:-1]]
-                                            if len(self) else np.zeros(0, np.int64), self.counts)
-        mol_of_bond = np.repeat(np.arange(len(self)), np.diff(self.bond_ptr))
-        gi = self.atom_ptr[mol_of_bond] + self.bonds[:, 0]
-        gj = self.atom_ptr[mol_of_bond] + self.bonds[:, 1]
-        bond_keep = keep[gi] & keep[gj]
-        bonds = np.stack([local_new[gi], local_new[gj], self.bonds[:, 2]], 1)[bond_keep]
-        bond_counts = np.bincount(mol_of_bond[bond_keep], minlength=len(self))
-        return PackedMolecules(
-            numbers=self.numbers[keep], pos=self.pos[keep], charges=self.charges[keep],
-            atom_ptr=np.concatenate([[0], np.cumsum(new_counts)]).astype(np.int64),
-            bonds=bonds.reshape(-1, 3).astype(np.int64),
-            bond_ptr=np.concatenate([[0], np.cumsum(bond_counts)]).astype(np.int64),
-            props=self.props, smiles=self.smiles, names=self.names, bond_ok=self.bond_ok,
-        )
-
-    def record(self, m: int) -> MolRecord:
-        a0, a1 = self.atom_ptr[m], self.atom_ptr[m + 1]
-        b0, b1 = self.bond_ptr[m], self.bond_ptr[m + 1]
-        return MolRecord(numbers=self.numbers[a0:a1], pos=self.pos[a0:a1],
-                         bonds=self.bonds[b0:b1], charges=self.charges[a0:a1],
-                         smiles=str(self.smiles[m]), props=self.props[m], name=str(self.names[m]))
-
-    # -- persistence ------------------------------------------------------------------------
-    def save(self, path: Path) -> None:
-        with atomic_path(path, ".npz") as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, **{f.name: getattr(self, f.name) for f in fields(self)})
-
-    @classmethod
-    def load(cls, path: Path) -> "PackedMolecules":
-        with np.load(path, allow_pickle=False) as data:
-            return cls(**{f.name: data[f.name] for f in fields(cls)})
-
-    def checksum(self) -> str:
-        h = hashlib.sha256()
-        for f in fields(self):
-            arr = np.ascontiguousarray(getattr(self, f.name))
-            h.update(f.name.encode())
-            h.update(arr.tobytes() if arr.dtype.kind != "U" else "\x00".join(arr.tolist()).encode())
-        return h.hexdigest()[:16]
-
-
 @dataclass
 class MolDataset(torch.utils.data.Dataset):
     """Molecules of one dataset (or one split of it).
@@ -171,7 +54,7 @@ class MolDataset(torch.utils.data.Dataset):
     """
 
     name: str
-    packed: PackedMolecules
+    packed: Molecules
     elements: tuple[str, ...]
     prop_names: tuple[str, ...] = ()
     prop_units: tuple[str, ...] = ()
@@ -222,10 +105,7 @@ class MolDataset(torch.utils.data.Dataset):
 
     def batch(self, index: np.ndarray | Sequence[int] | torch.Tensor) -> MolBatch:
         """Dense padded batch of the molecules at ``index``."""
-        p = self.packed.take(np.asarray(index, dtype=np.int64))
-        return collate_arrays(p.numbers, p.pos, p.charges, np.diff(p.atom_ptr), p.bonds,
-                              np.diff(p.bond_ptr), p.props, self.elements,
-                              names=p.names.tolist())
+        return self.packed.take(np.asarray(index, dtype=np.int64)).to_batch(self.elements)
 
     def iter_batches(self, batch_size: int, shuffle: bool = False, seed: int = 0,
                      drop_last: bool = False) -> Iterator[MolBatch]:
@@ -330,7 +210,7 @@ class DatasetCache:
     def meta_path(self) -> Path:
         return self.dir / "meta.json"
 
-    def load(self) -> tuple[PackedMolecules, dict[str, Any]] | None:
+    def load(self) -> tuple[Molecules, dict[str, Any]] | None:
         """The cached molecules and meta, or None when missing or stale."""
         if not (self.data_path.exists() and self.meta_path.exists()):
             return None
@@ -338,14 +218,14 @@ class DatasetCache:
             meta = json.loads(self.meta_path.read_text())
             if meta.get("fingerprint") != self.fingerprint:
                 return None
-            packed = PackedMolecules.load(self.data_path)
+            packed = Molecules.load(self.data_path)
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             return None
         if meta.get("checksum") != packed.checksum():
             return None
         return packed, meta
 
-    def store(self, packed: PackedMolecules, meta: dict[str, Any]) -> dict[str, Any]:
+    def store(self, packed: Molecules, meta: dict[str, Any]) -> dict[str, Any]:
         meta = dict(meta, fingerprint=self.fingerprint, checksum=packed.checksum(),
                     created=time.strftime("%Y-%m-%dT%H:%M:%S"))
         packed.save(self.data_path)

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.core.data.base import (DatasetCache, MolDataset, PackedMolecules, default_cache_dir,
+from harness.core.data.base import (DatasetCache, MolDataset, Molecules, default_cache_dir,
                                deterministic_split, fingerprint_of, splits_checksum,
                                subset_splits)
 from harness.core.registry import DATASETS
@@ -148,7 +148,7 @@ def perceive_all(numbers, pos, counts, smiles, workers: int, progress: bool):
     return results
 
 
-def preprocess_qm9(workers: int | None = None, progress: bool = True) -> tuple[PackedMolecules, dict]:
+def preprocess_qm9(workers: int | None = None, progress: bool = True) -> tuple[Molecules, dict]:
     t0 = time.perf_counter()
     numbers, pos, counts, props, smiles, names = read_qm9_csvs(qm9pack_csvs())
     t_read = time.perf_counter() - t0
@@ -159,7 +159,7 @@ def preprocess_qm9(workers: int | None = None, progress: bool = True) -> tuple[P
     bond_ok = np.array([r[2] for r in results], bool)
     agrees = np.array([r[3] for r in results], bool)
     bond_counts = np.array([len(b) for b in bonds], np.int64)
-    packed = PackedMolecules(
+    packed = Molecules(
         numbers=numbers, pos=pos, charges=charges,
         atom_ptr=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
         bonds=np.concatenate(bonds).astype(np.int64) if bonds else np.zeros((0, 3), np.int64),

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from harness.core.data.base import MolDataset, PackedMolecules, fingerprint_of
+from harness.core.data.base import MolDataset, Molecules, fingerprint_of
 from harness.core.registry import DATASETS
 from harness.core.types import ATOMIC_NUMBER, PERIODIC_TABLE
 
@@ -77,7 +77,7 @@ def load_sdf(path: str | Path, elements: Sequence[str] | None = None,
     perm = np.random.RandomState(seed).permutation(n)
     cuts = np.round(np.cumsum(fractions)[:2] * n).astype(int)
     splits = dict(zip(("train", "val", "test"), np.split(perm, cuts)))
-    packed = PackedMolecules.from_records(records)
+    packed = Molecules.from_records(records)
     return MolDataset(
         name=f"sdf:{root.name}", packed=packed, elements=tuple(elements),
         prop_names=tuple(property_fields), prop_units=tuple("" for _ in property_fields),
