@@ -263,7 +263,6 @@ def build_parser() -> argparse.ArgumentParser:
                     "should 3D graphs be diffused?",
         epilog="Run 'l3dg COMMAND --help' for a command's options. Quick start: make run.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("list", help="list registered components by kind")
@@ -339,6 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     for extra in _EXTRA_PARSERS:
         extra(sub)
+    from harness.quiet import add_verbosity_flags
+
+    add_verbosity_flags(parser, sub)  # -q/-v before or after the sub-command
     return parser
 
 
@@ -349,8 +351,9 @@ _EXTRA_PARSERS: list[Callable[[argparse._SubParsersAction], None]] = []
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
+    from harness.quiet import configure, level_from_args
+
+    configure(level_from_args(args))  # library noise off, log format, progress-view level
     if not args.command:
         parser.print_help()
         return 0
