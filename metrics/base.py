@@ -23,7 +23,6 @@ import abc
 import hashlib
 import json
 import logging
-import pickle
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
@@ -34,8 +33,9 @@ log = logging.getLogger(__name__)
 
 NEEDS = frozenset({"coords", "bonds", "reference", "space"})
 
-#: Bumped when the on-disk layout of cached reference statistics changes.
-REFERENCE_CACHE_FORMAT = 1
+#: Bumped when the on-disk layout of cached reference statistics changes (2: data-only npz;
+#: version 1 was a pickle and is never read).
+REFERENCE_CACHE_FORMAT = 2
 
 
 class MetricError(ValueError):
@@ -189,7 +189,7 @@ def _reference_cache_path(reference: Any, metric: Metric) -> Path | None:
     if cache_dir is None or not fingerprint:
         return None
     safe = hashlib.sha256(str(fingerprint).encode()).hexdigest()[:20]
-    return Path(cache_dir) / "metric-reference" / safe / f"{metric.reference_key()}.pkl"
+    return Path(cache_dir) / "metric-reference" / safe / f"{metric.reference_key()}.npz"
 
 
 def reference_statistics(metric: Metric, reference: Any, refresh: bool = False) -> Any:
@@ -199,6 +199,11 @@ def reference_statistics(metric: Metric, reference: Any, refresh: bool = False) 
     metric's :meth:`~Metric.reference_key`; the file lives under the dataset's
     ``cache_dir/metric-reference/`` and is written atomically. A reference without a
     fingerprint is cached in memory only (keyed by object identity).
+
+    The file is *data only* (``.npz``: arrays plus one UTF-8 JSON document, read with
+    ``allow_pickle=False``), so a file planted in the cache can at worst be wrong data, which
+    the key check rejects; it can never run code. Statistics of types the codec does not
+    know are kept in memory only.
     """
     fingerprint = getattr(reference, "fingerprint", "") or f"id:{id(reference)}"
     key = (str(fingerprint), metric.reference_key())
@@ -206,24 +211,92 @@ def reference_statistics(metric: Metric, reference: Any, refresh: bool = False) 
         return _MEMORY_CACHE[key]
     path = _reference_cache_path(reference, metric)
     if path is not None and path.exists() and not refresh:
-        try:
-            with open(path, "rb") as fh:
-                stored = pickle.load(fh)
-            if stored.get("format") == REFERENCE_CACHE_FORMAT and stored.get("key") == list(key):
-                _MEMORY_CACHE[key] = stored["stats"]
-                return stored["stats"]
-        except (OSError, pickle.UnpicklingError, EOFError, AttributeError, KeyError) as err:
-            log.warning("ignoring unreadable reference cache %s (%s)", path, err)
+        stats = _read_cache(path, key)
+        if stats is not _MISSING:
+            _MEMORY_CACHE[key] = stats
+            return stats
     stats = metric.compute_reference(reference)
     _MEMORY_CACHE[key] = stats
     if path is not None:
-        from harness.core.io import atomic_path
-
-        with atomic_path(path, ".pkl") as tmp:
-            with open(tmp, "wb") as fh:
-                pickle.dump({"format": REFERENCE_CACHE_FORMAT, "key": list(key), "stats": stats},
-                            fh, protocol=pickle.HIGHEST_PROTOCOL)
+        _write_cache(path, key, stats)
     return stats
+
+
+# -- data-only codec of reference statistics ------------------------------------------------
+# JSON for the structure (containers are tagged so dict keys of any scalar type, tuples and
+# frozensets round-trip), numeric/string arrays as npz members. No object arrays, no pickle.
+_MISSING = object()
+
+
+def _encode(obj: Any, arrays: dict[str, Any]) -> Any:
+    import numpy as np
+
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        if obj.dtype.hasobject:
+            raise TypeError("object arrays are not cached (they would need pickle)")
+        name = f"a{len(arrays)}"
+        arrays[name] = obj
+        return {"t": "array", "v": name}
+    if isinstance(obj, dict):
+        return {"t": "dict", "v": [[_encode(k, arrays), _encode(v, arrays)] for k, v in obj.items()]}
+    for tag, kind in (("list", list), ("tuple", tuple), ("frozenset", frozenset), ("set", set)):
+        if isinstance(obj, kind):
+            items = sorted(obj, key=repr) if tag in ("frozenset", "set") else obj
+            return {"t": tag, "v": [_encode(v, arrays) for v in items]}
+    raise TypeError(f"cannot cache a {type(obj).__name__} as data")
+
+
+def _decode(obj: Any, arrays: Any) -> Any:
+    if not isinstance(obj, dict):
+        return obj
+    tag, value = obj["t"], obj["v"]
+    if tag == "array":
+        return arrays[value]
+    if tag == "dict":
+        return {_decode(k, arrays): _decode(v, arrays) for k, v in value}
+    kinds = {"list": list, "tuple": tuple, "frozenset": frozenset, "set": set}
+    if tag not in kinds:
+        raise ValueError(f"unknown tag {tag!r}")
+    return kinds[tag](_decode(v, arrays) for v in value)
+
+
+def _read_cache(path: Path, key: tuple[str, str]) -> Any:
+    """The cached statistics, or ``_MISSING`` when the file is unreadable, of another
+    format or key, or not plain data (never unpickled)."""
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(data["__meta__"].tobytes().decode("utf-8"))
+            if meta.get("format") != REFERENCE_CACHE_FORMAT or meta.get("key") != list(key):
+                return _MISSING
+            arrays = {name: data[name] for name in data.files if name != "__meta__"}
+        return _decode(meta["stats"], arrays)
+    except Exception as err:  # any damage or tampering means "recompute", never a crash
+        log.warning("ignoring unreadable reference cache %s (%s: %s)", path, type(err).__name__,
+                    str(err).splitlines()[0] if str(err) else "")
+        return _MISSING
+
+
+def _write_cache(path: Path, key: tuple[str, str], stats: Any) -> None:
+    import numpy as np
+
+    from harness.core.io import atomic_path
+
+    arrays: dict[str, Any] = {}
+    try:
+        doc = {"format": REFERENCE_CACHE_FORMAT, "key": list(key), "stats": _encode(stats, arrays)}
+    except TypeError as err:
+        log.warning("reference statistics of %s kept in memory only (%s)", path.stem, err)
+        return
+    with atomic_path(path, ".npz") as tmp:
+        with open(tmp, "wb") as fh:
+            meta = np.frombuffer(json.dumps(doc).encode("utf-8"), np.uint8)
+            np.savez(fh, __meta__=meta, **arrays)
 
 
 def clear_memory_cache() -> None:

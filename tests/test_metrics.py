@@ -385,7 +385,7 @@ def test_reference_statistics_are_computed_once_and_cached_on_disk(tmp_path, mon
     first = reference_statistics(metric, reference)
     second = reference_statistics(metric, reference)
     assert first is second and len(calls) == 1
-    files = list((tmp_path / "metric-reference").rglob("*.pkl"))
+    files = list((tmp_path / "metric-reference").rglob("*.npz"))
     assert len(files) == 1 and files[0].name.startswith("edm-v1-")
     clear_memory_cache()
     third = reference_statistics(metric, reference)
