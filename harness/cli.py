@@ -197,17 +197,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 @command("sample")
 def cmd_sample(args: argparse.Namespace) -> int:
     from harness.study import Study
-    from spaces.base import Space
 
     study = Study.resume(args.run_dir)
     names = [args.space] if args.space else list(study.config.spaces)
     for name in names:
-        space = Space.load(study.root / name / "space")
         out = args.out or f"samples_{args.sampler or study.config.sampling.sampler}_{args.n}"
         if out == "samples":
             raise ValueError("--out samples would overwrite the study's scored samples; choose another name")
-        info = study._sample(name, space, study.root / name, n=args.n, sampler=args.sampler,
-                             steps=args.steps, out_name=out)
+        info = study.sample_more(name, n=args.n, sampler=args.sampler, steps=args.steps,
+                                 out_name=out)
         print(f"{name}: {info['n']} molecules -> {study.root / name / (out + '.sdf')} "
               f"({info['seconds_sampling']:.1f} s sampling, {info['seconds_decoding']:.1f} s decoding)")
     return 0
@@ -216,7 +214,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 @command("report")
 def cmd_report(args: argparse.Namespace) -> int:
     from harness.report import results_table, write_report
-    from harness.study import collect_results
+    from harness.results import collect_results
 
     from pathlib import Path
 
@@ -336,16 +334,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("study", help="sweep (Optuna study) name")
     p.add_argument("--storage", help="storage URL (default: sqlite:///runs/sweeps/<study>.db)")
 
-    for extra in _EXTRA_PARSERS:
-        extra(sub)
     from harness.quiet import add_verbosity_flags
 
     add_verbosity_flags(parser, sub)  # -q/-v before or after the sub-command
     return parser
-
-
-#: other modules add sub-commands here (evaluation, studies, sweeps)
-_EXTRA_PARSERS: list[Callable[[argparse._SubParsersAction], None]] = []
 
 
 def main(argv: list[str] | None = None) -> int:

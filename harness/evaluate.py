@@ -30,7 +30,7 @@ from typing import Any, Mapping
 
 from harness.core.io import atomic_write_json
 
-__all__ = ["evaluate_source", "format_table", "load_samples", "score_molecules", "table_rows"]
+__all__ = ["evaluate_source", "format_table", "load_samples", "table_rows"]
 
 
 def _log(progress: bool, message: str) -> None:
@@ -210,34 +210,3 @@ def format_table(rows: Mapping[str, Mapping[str, Any]],
     out = [line("metric", labels), line("-" * width0, ["-" * w for w in widths])]
     out += [line(n, c) for n, c in zip(names, cells)]
     return "\n".join(out)
-
-
-def score_molecules(molecules: Any, suite: str = "qm9/v1", reference: Any = None,
-                    bond_source: str = "auto", space: Any = None,
-                    options: Mapping[str, Mapping[str, Any]] | None = None,
-                    progress: bool = False, reference_dataset: Any = None):
-    """:func:`metrics.score_molecules` for the study runner and the CLI.
-
-    Args:
-        molecules: decoded samples (MolBatch with ``bonds`` or ``bonds=None``), records,
-            RDKit molecules, or a dataset.
-        suite: suite name.
-        reference / reference_dataset (alias): the reference dataset, or a source string
-            such as ``"qm9:train"``.
-        bond_source: ``"auto"``, ``"perceive"``, or a label for given bonds (``"decoder"``,
-            ``"given"``, ...); pass ``space.bond_source`` for decoded samples.
-        space: the space (latent diagnostics).
-        options: per-metric option overrides (``{"fcd": {"max_molecules": 200}}``).
-    Returns:
-        :class:`metrics.MetricResults` (a dict of floats with ``metadata``).
-    """
-    from metrics import score_molecules as score
-
-    if reference is None:
-        reference = reference_dataset
-    if isinstance(reference, str):
-        from harness.core.data import load_source
-
-        reference = load_source(reference)
-    return score(molecules, suite, reference, bond_source=bond_source, space=space,
-                 options=options, progress=progress)

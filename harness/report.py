@@ -13,31 +13,7 @@ from typing import Any
 
 from harness.core.io import atomic_path, atomic_write_text
 
-#: (metric key, column header, higher is better) for the main table
-TABLE_COLUMNS: tuple[tuple[str, str, bool | None], ...] = (
-    ("edm.validity", "valid", True),
-    ("edm.uniqueness", "unique", True),
-    ("edm.novelty", "novel", True),
-    ("edm.atom_stability", "atom stab", True),
-    ("edm.mol_stability", "mol stab", True),
-    ("rdkit.valid_connected", "valid+conn (rdkit)", True),
-    ("dist.atom_type_tv", "type TV", False),
-    ("dist.bond_length_w1", "bond W1 (Å)", False),
-    ("latent.recon_smiles_match", "recon match", True),
-    ("latent.recon_rmsd", "recon RMSD (Å)", False),
-    ("latent.symmetry_error.rotation", "rot err", False),
-    ("latent.symmetry_error.permutation", "perm err", False),
-    ("latent.dof", "dim", False),
-    ("time.fit_space", "AE fit (s)", False),
-    ("time.train_generator", "gen train (s)", False),
-    ("time.sample", "sample (s)", False),
-)
-
-
-def quality(values: dict[str, float]) -> float:
-    """Generation quality used in plots and sweeps: valid x unique x molecule-stable (EDM)."""
-    v = [values.get("edm.valid_unique", math.nan), values.get("edm.mol_stability", math.nan)]
-    return float(v[0] * v[1]) if all(isinstance(x, (int, float)) and x is not None for x in v) else math.nan
+from harness.results import TABLE_COLUMNS, quality  # noqa: F401  (re-exported)
 
 
 def _num(x: Any) -> float:
@@ -232,7 +208,7 @@ def write_report(root: str | Path) -> Path:
     """Write ``report.md`` and ``plots/*.png`` for a study directory; returns report.md."""
     import yaml
 
-    from harness.study import collect_results
+    from harness.results import collect_results
 
     root = Path(root)
     rows = collect_results(root)

@@ -26,8 +26,11 @@ import torch
 import yaml
 
 from harness.config import StudyConfig, load_config, validate_components
-from harness.core.io import atomic_path, atomic_write_json, atomic_write_text, read_json
+from harness.core.io import atomic_write_json, atomic_write_text, read_json
 from harness.records import base_record
+from harness.results import (SpaceState, collect_results, decoded_samples, load_latents,
+                             load_molbatch, load_resolved_bonds, save_latents, save_molbatch,
+                             save_resolved_bonds, write_samples_sdf)
 
 log = logging.getLogger(__name__)
 
@@ -40,72 +43,6 @@ class StaleResults(ValueError):
 
 class StudyInterrupted(RuntimeError):
     """Raised by ``stop_after`` (tests of resume) after the named stage completed."""
-
-
-class SpaceState:
-    """``state.json`` of one space: finished stages and their wall times (s)."""
-
-    def __init__(self, directory: Path):
-        self.path = directory / "state.json"
-        self.data = read_json(self.path) if self.path.exists() else {"done": {}, "seconds": {}}
-
-    def done(self, stage: str) -> bool:
-        return stage in self.data["done"]
-
-    def start(self, stage: str, fingerprint: str) -> None:
-        self.data.setdefault("started", {})[stage] = fingerprint
-        atomic_write_json(self.path, self.data)
-
-    def fingerprint(self, stage: str) -> str | None:
-        return self.data.get("fingerprints", {}).get(stage) or self.data.get("started", {}).get(stage)
-
-    def forget(self, stages: list[str]) -> None:
-        """Drop stages (to be redone) from the record."""
-        for key in ("done", "seconds", "info", "fingerprints", "started"):
-            for stage in stages:
-                self.data.get(key, {}).pop(stage, None)
-        atomic_write_json(self.path, self.data)
-
-    def mark(self, stage: str, elapsed: float, info: dict[str, Any] | None = None,
-             fingerprint: str | None = None) -> None:
-        self.data.setdefault("fingerprints", {})[stage] = fingerprint
-        self.data["done"][stage] = time.strftime("%Y-%m-%dT%H:%M:%S")
-        self.data["seconds"][stage] = round(elapsed, 2)
-        self.data.setdefault("info", {}).setdefault(stage, {}).update(info or {})
-        atomic_write_json(self.path, self.data)
-
-    @property
-    def seconds(self) -> dict[str, float]:
-        return dict(self.data["seconds"])
-
-
-def _save_latents(latent, path: Path) -> None:
-    payload = {"h": latent.h, "x": latent.x, "mask": latent.mask}
-    with atomic_path(path, ".pt") as tmp:
-        torch.save(payload, tmp)
-
-
-def _load_latents(path: Path, spec):
-    from harness.core.types import LatentBatch
-
-    data = torch.load(path, weights_only=True)
-    return LatentBatch(h=data["h"], x=data["x"], mask=data["mask"], spec=spec)
-
-
-def _save_molbatch(batch, path: Path) -> None:
-    payload = {k: getattr(batch, k) for k in ("atom_types", "pos", "mask", "charges", "bonds", "props")}
-    payload["elements"] = list(batch.elements)
-    with atomic_path(path, ".pt") as tmp:
-        torch.save(payload, tmp)
-
-
-def load_molbatch(path: Path):
-    from harness.core.types import MolBatch
-
-    data = torch.load(path, weights_only=True)
-    return MolBatch(atom_types=data["atom_types"], pos=data["pos"], mask=data["mask"],
-                    elements=tuple(data["elements"]), charges=data["charges"], bonds=data["bonds"],
-                    props=data.get("props"))
 
 
 class Study:
@@ -272,7 +209,7 @@ class Study:
 
         def encode():
             latent = space().encode_dataset(self.split("train"), progress=self.progress)
-            _save_latents(latent, directory / "latents.pt")
+            save_latents(latent, directory / "latents.pt")
             return {"molecules": len(latent)}
 
         self._stage(state, name, "fit_space", fit_space, stop_after)
@@ -327,7 +264,7 @@ class Study:
     def _train_generator(self, name: str, space, directory: Path) -> dict[str, Any]:
         torch.manual_seed(self.config.seed)
         gen, gen_cfg = self._build_generator(name, space)
-        latents = _load_latents(directory / "latents.pt", space.spec)
+        latents = load_latents(directory / "latents.pt", space.spec)
         table = self.context_table(gen_cfg.context)
         stats = gen.fit(latents, None, out_dir=directory / "generator", max_steps=gen_cfg.max_steps,
                         batch_size=gen_cfg.batch_size, trainer_kwargs=self._trainer_kwargs(),
@@ -350,11 +287,19 @@ class Study:
         return DiffusionGenerator.load_from_checkpoint(self._final_checkpoint(self.root / name))
 
     # -- sampling -------------------------------------------------------------------------
+    def sample_more(self, name: str, n: int, sampler: str | None = None, steps: int | None = None,
+                    out_name: str = "samples") -> dict[str, Any]:
+        """Sample ``n`` more molecules of space ``name`` from its trained generator into
+        ``<space>/<out_name>.sdf`` / ``.pt`` (``l3dg sample``; the study's own samples are
+        ``out_name="samples"``)."""
+        from spaces.base import Space
+
+        return self._sample(name, Space.load(self.root / name / "space"), self.root / name,
+                            n=n, sampler=sampler, steps=steps, out_name=out_name)
+
     def _sample(self, name: str, space, directory: Path, n: int | None = None,
                 sampler: str | None = None, steps: int | None = None, out_name: str = "samples"
                 ) -> dict[str, Any]:
-        from harness.core.chem import batch_to_mols, write_sdf
-
         s = self.config.sampling
         gen = self.load_generator(name)
         n = n or s.n_samples
@@ -376,29 +321,28 @@ class Study:
         if context is not None:
             mean, std = (torch.tensor(table[1][k]) for k in ("mean", "std"))
             decoded.props = context * std + mean  # the requested property values, dataset units
-        _save_molbatch(decoded, directory / f"{out_name}.pt")
-        bond_source = "batch" if decoded.bonds is not None else "perceive"
-        mols = batch_to_mols(decoded, bond_source=bond_source)
-        if bond_source == "perceive":
-            # the SDF keeps every sample: unperceivable ones are written without bonds
-            bare = batch_to_mols(decoded, bond_source="none")
-            mols = [m if m is not None else b for m, b in zip(mols, bare)]
-        write_sdf(mols, directory / f"{out_name}.sdf",
-                  [{"space": name, "bonds": "decoder" if bond_source == "batch" else "perceived"}] * len(mols))
+        save_molbatch(decoded, directory / f"{out_name}.pt")
+        # bonds are resolved once, here: the SDF and the score stage use the same ones
+        samples = decoded_samples(decoded)
+        resolved = samples.resolved_bonds()
+        save_resolved_bonds(resolved, directory / f"{out_name}.bonds.npz")
+        write_samples_sdf(samples, resolved, directory / f"{out_name}.sdf",
+                          {"space": name, "bonds": "decoder" if decoded.bonds is not None else "perceived"})
         return {"n": len(decoded), "seconds_sampling": round(t_sample, 2),
                 "seconds_decoding": round(t_decode, 2),
                 "sampler": sampler or s.sampler, "steps": steps or s.steps}
 
     # -- scoring --------------------------------------------------------------------------
     def _score(self, name: str, space, directory: Path) -> dict[str, Any]:
-        from harness.evaluate import score_molecules
+        from metrics import score_molecules
 
-        decoded = load_molbatch(directory / "samples.pt")
-        reference = self.split("train")
-        bond_source = "decoder" if decoded.bonds is not None else "perceive"
-        results = score_molecules(decoded, suite=self.config.metrics.suite, reference=reference,
-                                  bond_source=bond_source, options=self.config.metrics.options,
-                                  progress=self.progress)
+        samples = decoded_samples(load_molbatch(directory / "samples.pt"))
+        bonds_path = directory / "samples.bonds.npz"
+        if bonds_path.exists():
+            samples.attach_resolved_bonds(load_resolved_bonds(bonds_path))
+        results = score_molecules(samples, suite=self.config.metrics.suite,
+                                  reference=self.split("train"),
+                                  options=self.config.metrics.options, progress=self.progress)
         test = self.split("test")
         n_latent = min(self.config.metrics.latent_molecules, len(test))
         latent_results = score_molecules(test.batch(np.arange(n_latent)), suite="latent/v1",
@@ -412,11 +356,10 @@ class Study:
 
     def score_reference(self) -> None:
         """The reference row: the suite on the dataset's own test molecules."""
-        from harness.evaluate import score_molecules
-
         import dataclasses
 
         from harness.core.data.base import fingerprint_of
+        from metrics import score_molecules
 
         path = self.root / "reference" / "metrics.json"
         fingerprint = fingerprint_of([dataclasses.asdict(self.config.data),
@@ -438,20 +381,3 @@ class Study:
     # -- results --------------------------------------------------------------------------
     def collect_results(self) -> dict[str, Any]:
         return collect_results(self.root)
-
-
-def collect_results(root: Path) -> dict[str, Any]:
-    """Rows of the results table from what is on disk (reference row first)."""
-    rows: dict[str, Any] = {}
-    ref = root / "reference" / "metrics.json"
-    if ref.exists():
-        rows["reference"] = {"values": read_json(ref)["values"], "seconds": {}}
-    config = yaml.safe_load((root / "config.yaml").read_text()) if (root / "config.yaml").exists() else {}
-    for name in (config.get("spaces") or {}):
-        path = root / name / "metrics.json"
-        if not path.exists():
-            continue
-        state = SpaceState(root / name)
-        rows[name] = {"values": read_json(path)["values"], "seconds": state.seconds,
-                      "info": state.data.get("info", {})}
-    return rows

@@ -1,6 +1,7 @@
 """The ``edm`` profile: EDM-legacy stability, validity, uniqueness and novelty.
 
-Specification: ``reference/metrics-edm.md`` (the rules of the public EDM code, re-implemented).
+Specification: the rules of EDM's public evaluation code (``e3_diffusion_for_molecules``,
+``qm9/analyze.py`` and ``qm9/bond_analyze.py``), re-implemented and summarised here.
 
 * **Bond rule.** ``d = 100 * ||x_i - x_j||`` (pm). Order 1 if ``d < single + 10``; then 2 if a
   double length exists for the *ordered* pair and ``d < double + 5``; then 3 if a triple

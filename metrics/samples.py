@@ -357,6 +357,13 @@ class Samples(Molecules):
         self.cache[key] = resolved
         return resolved
 
+    def attach_resolved_bonds(self, resolved: ResolvedBonds) -> None:
+        """Use bonds resolved earlier (e.g. by the study's sample stage) instead of
+        resolving them again; they must describe these molecules."""
+        if len(resolved.bond_ptr) != len(self) + 1 or len(resolved.charges) != self.n_atoms:
+            raise ValueError("resolved bonds describe other molecules than these samples")
+        self.cache[("resolved_bonds", self.bond_mode)] = resolved
+
     def bond_source_summary(self) -> dict[str, Any]:
         """How the bond-based metrics got their bonds: a label and per-source counts."""
         resolved = self.resolved_bonds()
@@ -395,9 +402,9 @@ def _drop_unusable(records: Sequence[MolRecord], bonds_known, skipped: Sequence[
 def _perceive_chunk(jobs: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[tuple]:
     """Worker: ``rdDetermineBonds`` on each (numbers, pos); (bonds, charges, None) or
     (None, None, reason)."""
-    from metrics.base import quiet_rdkit
+    from rdkit import RDLogger
 
-    quiet_rdkit()
+    RDLogger.DisableLog("rdApp.*")   # failed perception is a result here, not noise
     from harness.core.chem import RecordError, bonds_of, perceive_bonds
 
     out = []

@@ -15,6 +15,9 @@ Built-in suites:
                    + PoseBusters (first 100 samples) + FCD (<= 1000 samples vs 10k reference)
 ``qm9/v1-core``    qm9/v1 without the slow members (MMFF, PoseBusters, FCD): quick studies
 ``qm9/v1-full``    qm9/v1 with no sample caps (FCD reference: 100k molecules)
+``xtb/v1``         GFN2-xTB single point, relaxation ΔE / heavy-atom RMSD, energy W1/TV/JSD
+                   (first 200 samples; reference: 200 seeded reference molecules)
+``qm9/v1-xtb``     qm9/v1-core + xtb/v1
 ``latent/v1``      reconstruction, symmetry error and dimensionality of a space
 =================  ==============================================================================
 """
@@ -121,6 +124,12 @@ define_suite("qm9/v1-full", [
     ("posebusters", 1, {"max_molecules": None}),
     ("fcd", 1, {"max_molecules": None, "reference_size": 100000}),
 ], "qm9/v1 with no sample caps")
+_XTB = ("xtb", 1, {"max_molecules": 200, "reference_size": 200})
+define_suite("xtb/v1", [_XTB],
+             "GFN2-xTB (tblite) energy, relaxation ΔE / RMSD and energy distances (<= 200 samples)")
+define_suite("qm9/v1-xtb", [
+    _EDM, _RDKIT, _DIST, ("chemistry", 1, {"mmff_max_molecules": 0}), _XTB,
+], "qm9/v1-core + GFN2-xTB energetics (xtb/v1)")
 define_suite("latent/v1", [("latent", 1, {})],
              "latent reconstruction, symmetry error and dimensionality of a space")
 
@@ -156,7 +165,7 @@ def score_molecules(molecules: Any, suite: str | Suite = "qm9/v1", reference: An
             :class:`~harness.core.types.MolRecord` or RDKit molecules (None = a failed sample),
             a dataset, or :class:`Samples`.
         suite: suite name (``"qm9/v1"``) or :class:`Suite`.
-        reference: reference dataset (``MolDataset``-like: ``records()`` or ``packed``,
+        reference: reference dataset or a source string (``"qm9:train"``) (``MolDataset``-like: ``records()`` or ``packed``,
             ``fingerprint``, ``cache_dir``); metrics needing one give NaN without it.
         bond_source: ``"auto"`` (given bonds where the input has them, else
             rdDetermineBonds), ``"perceive"`` (always perceive), or a label meaning "use the
@@ -178,6 +187,10 @@ def score_molecules(molecules: Any, suite: str | Suite = "qm9/v1", reference: An
         versions) and ``higher_is_better``.
     """
     suite = get_suite(suite)
+    if isinstance(reference, str):      # a source string such as "qm9:train"
+        from harness.core.data import load_source
+
+        reference = load_source(reference)
     samples = Samples.coerce(molecules, bond_source)
     results = MetricResults()
     families: dict[str, Any] = {}

@@ -11,7 +11,8 @@ from rdkit.Chem import AllChem
 
 from harness.core.chem import records_to_xyz, write_sdf
 from harness.core.data import QM9_SAMPLE_SDF
-from harness.evaluate import evaluate_source, format_table, score_molecules, table_rows
+from harness.evaluate import evaluate_source, format_table, table_rows
+from metrics import score_molecules
 from harness.core.io import read_json
 
 torch.set_num_threads(1)

@@ -1,0 +1,181 @@
+"""Results I/O: what a study leaves on disk and how it is read back.
+
+One module for every file format of a run directory, so the study (which writes them),
+the report, the sweep and the CLI (which read them) never import each other:
+
+* ``<space>/state.json`` — :class:`SpaceState`, finished stages, wall times, fingerprints;
+* ``<space>/latents.pt`` and ``<space>/samples.pt`` — tensors only (``weights_only`` loads);
+* ``results.json`` — :func:`collect_results`, one row per space plus the reference row;
+* the quality score (:func:`quality`) and the metric keys of the main table.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from harness.core.io import atomic_path, atomic_write_json, read_json
+
+#: (metric key, column header, higher is better) for the main table
+TABLE_COLUMNS: tuple[tuple[str, str, bool | None], ...] = (
+    ("edm.validity", "valid", True),
+    ("edm.uniqueness", "unique", True),
+    ("edm.novelty", "novel", True),
+    ("edm.atom_stability", "atom stab", True),
+    ("edm.mol_stability", "mol stab", True),
+    ("rdkit.valid_connected", "valid+conn (rdkit)", True),
+    ("dist.atom_type_tv", "type TV", False),
+    ("dist.bond_length_w1", "bond W1 (Å)", False),
+    ("latent.recon_smiles_match", "recon match", True),
+    ("latent.recon_rmsd", "recon RMSD (Å)", False),
+    ("latent.symmetry_error.rotation", "rot err", False),
+    ("latent.symmetry_error.permutation", "perm err", False),
+    ("latent.dof", "dim", False),
+    ("time.fit_space", "AE fit (s)", False),
+    ("time.train_generator", "gen train (s)", False),
+    ("time.sample", "sample (s)", False),
+)
+
+
+def quality(values: dict[str, float]) -> float:
+    """Generation quality used in plots and sweeps: valid x unique x molecule-stable (EDM)."""
+    v = [values.get("edm.valid_unique", math.nan), values.get("edm.mol_stability", math.nan)]
+    return float(v[0] * v[1]) if all(isinstance(x, (int, float)) and x is not None for x in v) else math.nan
+
+
+
+class SpaceState:
+    """``state.json`` of one space: finished stages and their wall times (s)."""
+
+    def __init__(self, directory: Path):
+        self.path = directory / "state.json"
+        self.data = read_json(self.path) if self.path.exists() else {"done": {}, "seconds": {}}
+
+    def done(self, stage: str) -> bool:
+        return stage in self.data["done"]
+
+    def start(self, stage: str, fingerprint: str) -> None:
+        self.data.setdefault("started", {})[stage] = fingerprint
+        atomic_write_json(self.path, self.data)
+
+    def fingerprint(self, stage: str) -> str | None:
+        return self.data.get("fingerprints", {}).get(stage) or self.data.get("started", {}).get(stage)
+
+    def forget(self, stages: list[str]) -> None:
+        """Drop stages (to be redone) from the record."""
+        for key in ("done", "seconds", "info", "fingerprints", "started"):
+            for stage in stages:
+                self.data.get(key, {}).pop(stage, None)
+        atomic_write_json(self.path, self.data)
+
+    def mark(self, stage: str, elapsed: float, info: dict[str, Any] | None = None,
+             fingerprint: str | None = None) -> None:
+        self.data.setdefault("fingerprints", {})[stage] = fingerprint
+        self.data["done"][stage] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        self.data["seconds"][stage] = round(elapsed, 2)
+        self.data.setdefault("info", {}).setdefault(stage, {}).update(info or {})
+        atomic_write_json(self.path, self.data)
+
+    @property
+    def seconds(self) -> dict[str, float]:
+        return dict(self.data["seconds"])
+
+
+def save_latents(latent, path: Path) -> None:
+    payload = {"h": latent.h, "x": latent.x, "mask": latent.mask}
+    with atomic_path(path, ".pt") as tmp:
+        torch.save(payload, tmp)
+
+
+def load_latents(path: Path, spec):
+    from harness.core.types import LatentBatch
+
+    data = torch.load(path, weights_only=True)
+    return LatentBatch(h=data["h"], x=data["x"], mask=data["mask"], spec=spec)
+
+
+def save_molbatch(batch, path: Path) -> None:
+    payload = {k: getattr(batch, k) for k in ("atom_types", "pos", "mask", "charges", "bonds", "props")}
+    payload["elements"] = list(batch.elements)
+    with atomic_path(path, ".pt") as tmp:
+        torch.save(payload, tmp)
+
+
+def load_molbatch(path: Path):
+    from harness.core.types import MolBatch
+
+    data = torch.load(path, weights_only=True)
+    return MolBatch(atom_types=data["atom_types"], pos=data["pos"], mask=data["mask"],
+                    elements=tuple(data["elements"]), charges=data["charges"], bonds=data["bonds"],
+                    props=data.get("props"))
+
+
+def decoded_samples(decoded):
+    """A space's decoded :class:`~harness.core.types.MolBatch` as scored
+    :class:`~metrics.samples.Samples`: the decoder's bonds where it predicts them, else
+    bonds perceived from coordinates (``rdDetermineBonds``)."""
+    from metrics.samples import Samples
+
+    return Samples.from_batch(decoded, "decoder" if decoded.bonds is not None else "perceive")
+
+
+def save_resolved_bonds(resolved, path: Path) -> None:
+    """Bonds the metrics use (given or perceived), so later stages never perceive again."""
+    import json
+
+    import numpy as np
+
+    with atomic_path(path, ".npz") as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, bonds=resolved.bonds, bond_ptr=resolved.bond_ptr, charges=resolved.charges,
+                     status=resolved.status.astype(str),
+                     reasons=np.array(json.dumps({str(k): v for k, v in resolved.reasons.items()})))
+
+
+def load_resolved_bonds(path: Path):
+    import json
+
+    import numpy as np
+
+    from metrics.samples import ResolvedBonds
+
+    with np.load(path, allow_pickle=False) as data:
+        return ResolvedBonds(bonds=data["bonds"], bond_ptr=data["bond_ptr"], charges=data["charges"],
+                             status=data["status"],
+                             reasons={int(k): v for k, v in json.loads(str(data["reasons"])).items()})
+
+
+def write_samples_sdf(samples, resolved, path: Path, props: dict[str, str]) -> Path:
+    """Every sample as an SDF record with its resolved bonds and charges (molecules whose
+    perception failed are written without bonds: the file keeps every sample)."""
+    from harness.core.chem import mol_from_arrays, write_sdf
+
+    mols = []
+    for m in range(len(samples)):
+        atoms = samples.atoms(m)
+        mol = mol_from_arrays(samples.numbers[atoms], samples.pos[atoms], resolved.of(m),
+                              resolved.charges[atoms])
+        mol.SetProp("_Name", str(samples.names[m]))
+        mols.append(mol)
+    return write_sdf(mols, path, [props] * len(mols))
+
+
+def collect_results(root: Path) -> dict[str, Any]:
+    """Rows of the results table from what is on disk (reference row first)."""
+    rows: dict[str, Any] = {}
+    ref = root / "reference" / "metrics.json"
+    if ref.exists():
+        rows["reference"] = {"values": read_json(ref)["values"], "seconds": {}}
+    config = yaml.safe_load((root / "config.yaml").read_text()) if (root / "config.yaml").exists() else {}
+    for name in (config.get("spaces") or {}):
+        path = root / name / "metrics.json"
+        if not path.exists():
+            continue
+        state = SpaceState(root / name)
+        rows[name] = {"values": read_json(path)["values"], "seconds": state.seconds,
+                      "info": state.data.get("info", {})}
+    return rows
