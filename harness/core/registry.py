@@ -104,6 +104,8 @@ REGISTRIES: dict[str, Registry[Any]] = {
 BUILTIN_MODULES = (
     "harness.core.data.qm9",
     "harness.core.data.sdf",
+    "harness.core.data.geom",
+    "harness.core.data.moses",
     "generators.schedules",
     "generators.samplers",
     "generators.denoisers",
