@@ -253,6 +253,13 @@ def cmd_sweep_report(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("compare")
+def cmd_compare(args: argparse.Namespace) -> int:
+    from harness.compare import cli_main
+
+    return cli_main(args)
+
+
 # -- parser ---------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -334,8 +341,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("study", help="sweep (Optuna study) name")
     p.add_argument("--storage", help="storage URL (default: sqlite:///runs/sweeps/<study>.db)")
 
+    from harness.compare import add_parser as add_compare_parser
     from harness.quiet import add_verbosity_flags
 
+    add_compare_parser(sub)
     add_verbosity_flags(parser, sub)  # -q/-v before or after the sub-command
     return parser
 
