@@ -113,6 +113,8 @@ def cmd_data(args: argparse.Namespace) -> int:
 # -- eval -----------------------------------------------------------------------------------
 @command("eval")
 def cmd_eval(args: argparse.Namespace) -> int:
+    if args.condition:
+        return _eval_condition(args)
     from harness.evaluate import evaluate_source, format_table, table_rows
 
     reference = None if str(args.reference).lower() in ("none", "") else args.reference
@@ -126,6 +128,44 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"\nskipped {n_skipped} record(s) (listed in the JSON metadata); first: {skipped[0]}")
     if args.out:
         print(f"\nwrote {args.out}")
+    return 0
+
+
+def _eval_condition(args: argparse.Namespace) -> int:
+    """``l3dg eval FILE --condition PROP``: property MAE of a conditional SDF (harness/conditional.py)."""
+    from harness.conditional import conditional_table, evaluate_sdf, get_predictor, load_predictor_data
+    from harness.core.io import atomic_write_json
+
+    predictor = get_predictor(args.condition, load_predictor_data(args.predictor_data),
+                              size=args.predictor_size, cache_dir=args.cache_dir,
+                              progress=not args.quiet)
+    result = evaluate_sdf(args.source, args.condition, predictor, args.field, args.field_unit)
+    s = result["report"]
+    print(conditional_table({str(args.source): {args.condition: result}}))
+    print(f"\n{s['n']} molecules, {s['n_unscorable']} unscorable, validity {s['validity']:.3f}, "
+          f"MAE over valid only {s['mae_valid']:.4g} {result['report_unit']}; predictor "
+          f"{predictor.path}")
+    if args.out:
+        atomic_write_json(args.out, result)
+        print(f"wrote {args.out}")
+    return 0
+
+
+# -- conditional-generation predictors --------------------------------------------------------
+@command("predictor")
+def cmd_predictor(args: argparse.Namespace) -> int:
+    from harness.conditional import cached_predictors, get_predictor, load_predictor_data, predictor_table
+    from metrics.conditional import CONDITIONAL_PROPERTIES
+
+    if args.action == "list":
+        print(predictor_table(cached_predictors(args.cache_dir)))
+        return 0
+    data = load_predictor_data(args.data)
+    props = args.properties or list(CONDITIONAL_PROPERTIES)
+    metas = [get_predictor(p, data, size=args.size, overrides=_parse_overrides(args.set or []),
+                           cache_dir=args.cache_dir, retrain=args.retrain,
+                           progress=not args.quiet).meta for p in props]
+    print(predictor_table(metas))
     return 0
 
 
@@ -294,6 +334,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write metrics JSON here (atomically)")
     p.add_argument("--limit", type=int, help="score only the first N molecules")
     p.add_argument("--quiet", action="store_true", help="no timing lines on stderr")
+    p.add_argument("--condition", metavar="PROPERTY",
+                   help="score a conditional SDF instead: MAE between the property predictor on "
+                        "each molecule and its requested value (SD field PROPERTY)")
+    p.add_argument("--field", help="with --condition: SD field holding the requested value")
+    p.add_argument("--field-unit", default="dataset", choices=("dataset", "report"),
+                   help="with --condition: the field's unit: dataset (QM9: Ha) or report (meV)")
+    p.add_argument("--predictor-size", default="cpu", help="with --condition: cpu, edm or tiny")
+    p.add_argument("--predictor-data", help="with --condition: predictor data (default qm9)")
+    p.add_argument("--cache-dir", help="with --condition: cache root of the predictors")
+
+    p = sub.add_parser("predictor", help="train (or list) the cached property predictors of "
+                                         "conditional generation (EDM protocol)")
+    p.add_argument("action", choices=("train", "list"))
+    p.add_argument("properties", nargs="*", help="alpha gap homo lumo mu Cv (default: all six)")
+    p.add_argument("--size", default="cpu", help="cpu, edm or tiny (harness/conditional.py)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="predictor config override, e.g. epochs=100 (repeatable)")
+    p.add_argument("--data", help="qm9 (default) or an SDF with QM9 property fields")
+    p.add_argument("--cache-dir", help="cache root (default $L3DG_CACHE_DIR or the user cache)")
+    p.add_argument("--retrain", action="store_true", help="ignore a cached predictor")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("check-space", help="run the space conformance checks on a built-in or "
                                            "user space and print a pass/fail table")
