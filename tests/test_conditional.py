@@ -267,3 +267,21 @@ def test_conditional_presets_load():
         assert cfg.property in CONDITIONAL_PROPERTIES and cfg.protocol in ("edm", "ldm")
         config = load_config(raw)
         assert config.generator.context == [cfg.property]
+
+
+# -- physics check (GFN2-xTB) ---------------------------------------------------------------
+def test_xtb_properties_of_water_and_calibration(sample_data):
+    from harness.conditional_xtb import xtb_calibration, xtb_check
+    from metrics.xtb_properties import xtb_properties
+
+    water = xtb_properties([8, 1, 1], np.array([[0, 0, 0], [0.757, 0.586, 0], [-0.757, 0.586, 0.0]]))
+    assert water["homo"] < 0 < water["lumo"] and water["gap"] == pytest.approx(water["lumo"] - water["homo"])
+    assert 1.5 < water["mu"] < 3.0                                  # D
+    cal = xtb_calibration(sample_data, "gap", n=12)
+    assert cal["molecules"] == 12 and cal["mae_linear"] <= cal["mae_raw"] + 1e-12
+    test = sample_data.split("test")
+    y = test.packed.props[:6, test.prop_names.index("gap")]
+    check = xtb_check(test.batch(np.arange(6)), y, "gap", cal)
+    assert check["n_unscorable"] == 0 and np.isfinite(check["mae"])
+    with pytest.raises(ValueError, match="not available from a single point"):
+        xtb_calibration(sample_data, "alpha", n=5)

@@ -1,0 +1,96 @@
+"""Tables and plots of conditional generation (see harness/conditional.py): the EDM-style
+MAE table with baselines and published anchors, the predictor table, the guidance plot."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+__all__ = ["conditional_table", "plot_guidance_sweep", "predictor_table"]
+
+
+def plot_guidance_sweep(rows: Sequence[dict[str, Any]], path: str | Path, prop: str,
+                        unit: str = "") -> Path:
+    """MAE (left axis) and validity (right axis) against the guidance scale (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from harness.core.io import atomic_path
+
+    scales = [r["scale"] for r in rows]
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.plot(scales, [r["mae"] for r in rows], "o-", color="tab:blue", label="MAE")
+    ax.set_xlabel("guidance scale w")
+    ax.set_ylabel(f"{prop} MAE" + (f" ({unit})" if unit else ""), color="tab:blue")
+    ax2 = ax.twinx()
+    ax2.plot(scales, [r.get("validity", np.nan) for r in rows], "s--", color="tab:orange")
+    ax2.set_ylabel("validity", color="tab:orange")
+    ax2.set_ylim(0, 1.02)
+    ax.set_title(f"classifier-free guidance sweep: {prop}")
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path, ".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _fmt(v) -> str:
+    if v is None or not np.isfinite(v):
+        return "–"
+    return f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}" if abs(v) < 100 else f"{v:.0f}"
+
+
+def conditional_table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """Markdown MAE table (EDM Table 3 layout, report units): ours — Naive, #Atoms, each
+    model, QM9 — then the published rows. ``results``: model name -> property -> result
+    record (:func:`evaluate_conditional`)."""
+    from metrics.conditional import CONDITIONAL_PROPERTIES, PUBLISHED_MAE, REPORT_UNITS
+
+    props = [p for p in CONDITIONAL_PROPERTIES
+             if any(p in per for per in results.values())] or list(CONDITIONAL_PROPERTIES)
+    first = {p: next(per[p] for per in results.values() if p in per) for p in props} \
+        if results else {}
+    head = "| MAE | " + " | ".join(f"{p} ({REPORT_UNITS[p][1]})" for p in props) + " |"
+    lines = [head, "|---" * (len(props) + 1) + "|"]
+
+    def row(name, values):
+        lines.append(f"| {name} | " + " | ".join(_fmt(values.get(p)) for p in props) + " |")
+
+    row("Naive, ours (upper bound)", {p: first[p]["baselines"]["naive"] for p in first})
+    row("#Atoms, ours", {p: first[p]["baselines"]["atoms"] for p in first})
+    for model, per in results.items():
+        row(f"**{model}**", {p: r["report"]["mae"] for p, r in per.items()})
+        if any("groups" in r["report"] and len(r["report"]["groups"]) > 1 for r in per.values()):
+            for g in ("in", "ood_low", "ood_high"):
+                row(f"{model} [{g}]", {p: r["report"]["groups"].get(g, {}).get("mae")
+                                       for p, r in per.items() if "groups" in r["report"]})
+    row("QM9, ours (lower bound = predictor on Db)", {p: first[p]["baselines"]["qm9"] for p in first})
+    for name, vals in PUBLISHED_MAE.items():
+        row(f"*{name}, published*", vals)
+    return "\n".join(lines)
+
+
+def predictor_table(metas: Sequence[dict[str, Any]]) -> str:
+    """Markdown table of predictors (their ``predictor.json``): validation and Db MAE, the
+    baselines and the published ones, in report units."""
+    from metrics.conditional import PUBLISHED_MAE, REPORT_UNITS, to_report_units
+
+    lines = ["| property | size | val MAE | Db MAE (QM9 row) | Naive | #Atoms | published QM9 / "
+             "Naive / #Atoms | epochs | train s | mol/s | fingerprint |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for m in metas:
+        p = m["property"]
+        unit = REPORT_UNITS.get(p, ("", "", 1.0))[1]
+        r = (lambda v: _fmt(to_report_units(p, v)))
+        pub = " / ".join(_fmt(PUBLISHED_MAE[k].get(p)) for k in
+                         ("QM9 (lower bound)", "Naive (upper bound)", "#Atoms"))
+        t = m["training"]
+        lines.append(f"| {p} ({unit}) | {m['size']} | {r(t['best_val_mae'])} | {r(m['db']['qm9'])} "
+                     f"| {r(m['db']['naive'])} | {r(m['db']['atoms'])} | {pub} | "
+                     f"{m['config']['epochs']} | {t['seconds']:.0f} | {t['molecules_per_second']:.0f} "
+                     f"| {m['fingerprint']} |")
+    return "\n".join(lines)
