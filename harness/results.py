@@ -19,6 +19,45 @@ import torch
 import yaml
 
 from harness.core.io import atomic_path, atomic_write_json, read_json
+from harness.errors import RunDirError
+
+STAGES = ("fit_space", "encode", "train_generator", "sample", "score")
+#: files each finished stage must have left in ``<run>/<space>/`` (JSON ones must parse)
+STAGE_OUTPUTS = {"fit_space": ("space/space.json",), "encode": ("latents.pt",),
+                 "train_generator": ("generator/checkpoints/last.ckpt",),
+                 "sample": ("samples.pt", "samples.sdf"), "score": ("metrics.json",)}
+
+
+def _readable(path: Path) -> bool:
+    if not path.is_file() or path.stat().st_size == 0:
+        return False
+    if path.suffix == ".json":
+        try:
+            read_json(path)
+        except (OSError, ValueError):
+            return False
+    return True
+
+
+def stage_output_ok(space_dir: Path, stage: str) -> bool:
+    """True when every output of a finished ``stage`` is present and readable."""
+    return all(_readable(space_dir / rel) for rel in STAGE_OUTPUTS.get(stage, ()))
+
+
+def read_run_config(run_dir: Path) -> dict[str, Any]:
+    """``<run_dir>/config.yaml`` as a mapping; a clear error names the file when it is
+    missing or damaged."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.exists():
+        raise RunDirError(f"{run_dir} is not a study directory (no config.yaml)")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise RunDirError(f"{path}: damaged config ({type(err).__name__}); restore it or rerun "
+                          "the study into a new directory") from None
+    if not isinstance(data, dict):
+        raise RunDirError(f"{path}: damaged config (not a mapping)")
+    return data
 
 #: (metric key, column header, higher is better) for the main table
 TABLE_COLUMNS: tuple[tuple[str, str, bool | None], ...] = (
@@ -53,7 +92,16 @@ class SpaceState:
 
     def __init__(self, directory: Path):
         self.path = directory / "state.json"
-        self.data = read_json(self.path) if self.path.exists() else {"done": {}, "seconds": {}}
+        self.data = {"done": {}, "seconds": {}}
+        if self.path.exists():
+            try:
+                self.data = read_json(self.path)
+                ok = isinstance(self.data, dict) and isinstance(self.data.get("done"), dict)
+            except (OSError, ValueError):
+                ok = False
+            if not ok:
+                raise RunDirError(f"{self.path}: damaged stage record; delete it to redo this "
+                                  "space's stages (its other files are kept until redone)")
 
     def done(self, stage: str) -> bool:
         return stage in self.data["done"]
@@ -165,17 +213,32 @@ def write_samples_sdf(samples, resolved, path: Path, props: dict[str, str]) -> P
 
 
 def collect_results(root: Path) -> dict[str, Any]:
-    """Rows of the results table from what is on disk (reference row first)."""
+    """Rows of the results table from what is on disk (reference row first). A configured
+    space whose ``metrics.json`` is missing or unreadable gets a row with ``"error"``
+    naming the file (never silently dropped)."""
     rows: dict[str, Any] = {}
     ref = root / "reference" / "metrics.json"
     if ref.exists():
-        rows["reference"] = {"values": read_json(ref)["values"], "seconds": {}}
-    config = yaml.safe_load((root / "config.yaml").read_text()) if (root / "config.yaml").exists() else {}
+        try:
+            rows["reference"] = {"values": read_json(ref)["values"], "seconds": {}}
+        except (OSError, ValueError, KeyError, TypeError):
+            rows["reference"] = {"values": {}, "seconds": {}, "error": f"{ref} is unreadable"}
+    config = read_run_config(root)
     for name in (config.get("spaces") or {}):
         path = root / name / "metrics.json"
-        if not path.exists():
+        try:
+            values = read_json(path)["values"]
+        except FileNotFoundError:
+            rows[name] = {"values": {}, "seconds": {}, "error": f"{path} is missing"}
+            continue
+        except (OSError, ValueError, KeyError, TypeError):
+            rows[name] = {"values": {}, "seconds": {}, "error": f"{path} is unreadable"}
             continue
         state = SpaceState(root / name)
-        rows[name] = {"values": read_json(path)["values"], "seconds": state.seconds,
-                      "info": state.data.get("info", {})}
+        rows[name] = {"values": values, "seconds": state.seconds, "info": state.data.get("info", {})}
     return rows
+
+
+def row_errors(rows: dict[str, Any]) -> list[str]:
+    """The ``error`` of every row (missing or damaged results)."""
+    return [f"{name}: {row['error']}" for name, row in rows.items() if row.get("error")]

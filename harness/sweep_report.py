@@ -19,8 +19,21 @@ FACTORS = (("recon_error", "reconstruction error (1 - SMILES match)"),
 
 
 def load_study(study_name: str, storage: str):
+    """The sweep ``study_name`` in ``storage``; a one-line error names a missing SQLite file
+    or an unknown sweep (with the sweeps the storage holds)."""
     import optuna
 
+    from harness.errors import RunDirError
+
+    if storage.startswith("sqlite:///"):
+        path = Path(storage[len("sqlite:///"):])
+        if not path.exists():
+            raise RunDirError(f"no sweep storage at {path} (run `l3dg sweep` first, or pass "
+                              "--storage URL)")
+    names = optuna.get_all_study_names(storage=storage)
+    if study_name not in names:
+        raise RunDirError(f"no sweep named {study_name!r} in {storage}; sweeps there: "
+                          f"{', '.join(names) or 'none'}")
     return optuna.load_study(study_name=study_name, storage=storage)
 
 
@@ -80,6 +93,11 @@ def write_sweep_report(study_name: str, storage: str, out_dir: Path | None = Non
     root = Path(out_dir or study.user_attrs.get("storage_root") or Path("runs/sweeps") / study_name)
     root.mkdir(parents=True, exist_ok=True)
     rows = completed_trials(study)
+    if not rows:
+        from harness.errors import RunDirError
+
+        raise RunDirError(f"sweep {study_name!r} has no completed trial to report "
+                          f"({len(study.trials)} trials in storage)")
     states = {}
     for t in study.get_trials(deepcopy=False):
         states[t.state.name] = states.get(t.state.name, 0) + 1

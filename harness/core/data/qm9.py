@@ -243,3 +243,12 @@ def load_qm9(subset: int | None = None, remove_h: bool = False, cache_dir: str |
               "split_checksum": checksum, "seconds_load": round(time.perf_counter() - t0, 2),
               **meta.get("preprocess", {})},
     )
+
+
+def qm9_split_sizes(subset: int | None = None, **_: object) -> dict[str, int]:
+    """Molecules per split that :func:`load_qm9` gives for these options, computed without
+    loading the data (``l3dg config`` shows it; tests pin it per preset)."""
+    splits = {k: np.arange(v) for k, v in SPLIT_SIZES.items()}
+    if subset is not None:
+        splits = subset_splits(splits, int(subset))
+    return {k: int(len(v)) for k, v in splits.items()}

@@ -1,0 +1,78 @@
+"""Every shipped preset resolves to what its name promises (issue: presets that run what
+they say). A change of any pinned value must be deliberate: update the table and the docs."""
+from __future__ import annotations
+
+import pytest
+
+from harness.config import ConfigError, list_presets, load_config
+from harness.config_view import resolved_view
+
+# preset -> (train molecules, {space: (max_steps, batch_size, timesteps, schedule)}, widths, sampler)
+PINNED = {
+    "default": (2293, {"raw": (450, 64, 500, "polynomial_2"), "invariant": (600, 64, 500, "linear"),
+                       "per_atom": (450, 64, 500, "polynomial_2"), "flat": (600, 64, 500, "linear")},
+                {"mlp": {"width": 512, "depth": 4}, "egnn": {"hidden": 64, "layers": 4}}, "ddim"),
+    "qm9-cpu-hours": (19873, {"raw": (5000, 64, 500, "polynomial_2"),
+                              "invariant": (20000, 64, 500, "linear"),
+                              "per_atom": (5000, 64, 500, "polynomial_2"),
+                              "flat": (20000, 64, 500, "linear")},
+                      {"mlp": {"width": 1024, "depth": 6}, "egnn": {"hidden": 128, "layers": 6}}, "ddim"),
+    "qm9-paper": (100000, {"raw": (1_000_000, 64, 1000, "polynomial_2"),
+                           "invariant": (1_000_000, 512, 500, "linear"),
+                           "per_atom": (1_000_000, 64, 1000, "polynomial_2"),
+                           "flat": (1_000_000, 512, 500, "linear")},
+                  {"mlp": {"width": 2048, "depth": 32}, "egnn": {"hidden": 256, "layers": 9}}, "ddpm"),
+    "sweep-quick": (1529, {"raw": (400, 64, 500, "polynomial_2"), "invariant": (400, 64, 500, "linear"),
+                           "per_atom": (400, 64, 500, "polynomial_2"), "flat": (400, 64, 500, "linear")},
+                    {"mlp": {"width": 512, "depth": 4}, "egnn": {"hidden": 64, "layers": 4}}, "ddim"),
+}
+
+
+@pytest.mark.parametrize("preset", sorted(PINNED))
+def test_preset_resolves_to_its_pinned_values(preset):
+    train, steps, widths, sampler = PINNED[preset]
+    view = resolved_view(load_config(preset))
+    assert view["splits"]["train"] == train
+    got = {name: (g["max_steps"], g["batch_size"], g["timesteps"], g["schedule"])
+           for name, g in ((n, e["generator"]) for n, e in view["effective"].items())}
+    assert got == steps
+    for name, e in view["effective"].items():
+        assert e["generator"]["denoiser_options"] == widths
+    assert view["config"]["sampling"]["sampler"] == sampler
+
+
+def test_every_shipped_preset_is_pinned_or_a_smoke_preset():
+    smoke = {"tiny"}
+    conditional = {p for p in list_presets() if "cond" in p or "drug" in p}
+    assert set(list_presets()) - smoke - conditional <= set(PINNED), \
+        "a new preset needs its resolved values pinned here"
+
+
+def test_the_full_paper_preset_trains_on_the_full_split():
+    view = resolved_view(load_config("qm9-paper"))
+    assert view["config"]["data"]["options"] == {}
+    assert view["splits"] == {"train": 100000, "val": 17748, "test": 13083}
+
+
+def test_a_child_that_states_overrides_inherits_none_of_its_parents(tmp_path):
+    child = tmp_path / "child.yaml"
+    child.write_text("extends: default\nstudy: child\ngenerator_overrides:\n  invariant: {lr: 3.0e-4}\n")
+    config = load_config(str(child))
+    assert set(config.generator_overrides) == {"invariant"}
+    assert config.generator_for("raw").max_steps == config.generator.max_steps == 600
+    assert config.generator_for("invariant").schedule == "polynomial_2"   # default's linear not kept
+    keep = tmp_path / "keep.yaml"
+    keep.write_text("extends: default\nstudy: keep\n")
+    assert load_config(str(keep)).generator_for("raw").max_steps == 450   # unstated: inherited
+
+
+def test_extends_cycle_is_a_clear_error(tmp_path):
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text("extends: b.yaml\nstudy: a\n")
+    b.write_text("extends: a.yaml\nstudy: b\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        load_config(str(a))
+    selfish = tmp_path / "self.yaml"
+    selfish.write_text("extends: self.yaml\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        load_config(str(selfish))
