@@ -38,7 +38,20 @@ def default_storage(config: StudyConfig, study_name: str) -> str:
 @contextlib.contextmanager
 def _init_lock(url: str):
     """Serialise schema creation of a SQLite storage between workers started together
-    (two processes creating the tables at once collide on alembic's version row)."""
+    (two processes creating the tables at once collide on alembic's version row).
+    PostgreSQL: a session advisory lock, since workers there collide on CREATE TYPE."""
+    if url.startswith("postgresql"):
+        import sqlalchemy
+
+        engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+        with engine.connect() as conn:   # the lock dies with this connection if we do
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(4242001)"))
+            try:
+                yield
+            finally:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(4242001)"))
+        engine.dispose()
+        return
     if not url.startswith("sqlite:///"):
         yield
         return
