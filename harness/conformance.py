@@ -11,8 +11,11 @@ fits it briefly on the committed QM9 sample if it is trainable, then checks:
 * ``save_load``: a saved and reloaded space encodes and decodes bit-identically;
 * ``decode``: decode returns a MolBatch with the batch size, vocabulary, packed atoms, and
   bonds exactly when the space declares ``bond_source == "decoder"``;
-* ``reconstruction``: decode(encode(x)) diagnostics from the ``latent`` metric (reported;
-  only required to be computable).
+* ``reconstruction``: decode(encode(x)) diagnostics from the ``latent`` metric: SMILES match
+  and atom-type accuracy must be numbers in [0, 1], the Kabsch RMSD a finite number >= 0
+  wherever a molecule kept its atom-type sequence (NaN only when none did); and the
+  atom-type accuracy must reach ``min_reconstruction`` (default: the space's declared
+  ``expected_reconstruction``, e.g. 1.0 for the lossless ``raw``; None = no floor).
 
 Used by ``tests/test_space_conformance.py`` (parametrised over the registry) and by
 ``l3dg check-space FILE``.
@@ -30,9 +33,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from harness.core.geometry import SYMMETRY_GROUPS
 from harness.core.types import LatentBatch, MolBatch
-
-TRANSFORMS = ("permutation", "rotation", "translation", "reflection")
 
 
 @dataclass
@@ -63,7 +65,8 @@ class ConformanceReport:
         return "\n".join(lines)
 
 
-def _sample_data(n_fit: int = 160):
+def _sample_data():
+    """The committed 200-molecule QM9 sample (train 160 / val 20 / test 20)."""
     from harness.core.data import QM9_SAMPLE_SDF, load_dataset
 
     return load_dataset("sdf", path=QM9_SAMPLE_SDF, elements=("H", "C", "N", "O", "F"), report=False)
@@ -73,11 +76,6 @@ def build_space(space_cls: type, elements: tuple[str, ...], options: dict[str, A
     opts = dict(getattr(space_cls, "test_options", lambda: {})())
     opts.update(options or {})
     return space_cls(elements=elements, **opts)
-
-
-def _relative_error(got: torch.Tensor, want: torch.Tensor, ref: torch.Tensor) -> float:
-    norm = ref.norm(dim=1).clamp(min=1e-12)
-    return float(((got - want).norm(dim=1) / norm).max())
 
 
 def _check(report: ConformanceReport, name: str, fn: Callable[[], tuple[bool, str, float | None]]):
@@ -91,9 +89,14 @@ def _check(report: ConformanceReport, name: str, fn: Callable[[], tuple[bool, st
 
 def run_conformance(space_cls: type, options: dict[str, Any] | None = None, fit: bool = True,
                     tolerance: float = 1e-3, n_molecules: int = 32, seed: int = 0,
-                    progress: bool = False) -> ConformanceReport:
-    """Run every check on ``space_cls``; never raises for a failing space (see the report)."""
-    from metrics.latent import expected_latent, latent_vectors, transform_batch
+                    progress: bool = False, min_reconstruction: float | None = None
+                    ) -> ConformanceReport:
+    """Run every check on ``space_cls``; never raises for a failing space (see the report).
+
+    ``tolerance``: largest relative latent error of a declared symmetry (max over molecules).
+    ``min_reconstruction``: floor on the reconstruction atom-type accuracy (default: the
+    space's ``expected_reconstruction``)."""
+    from harness.core.symmetry import symmetry_errors
 
     t0 = time.perf_counter()
     name = getattr(space_cls, "registry_name", None) or getattr(space_cls, "name", space_cls.__name__)
@@ -142,13 +145,9 @@ def run_conformance(space_cls: type, options: dict[str, Any] | None = None, fit:
 
     declared = space.spec.symmetries
     generator = torch.Generator().manual_seed(seed)
-    for kind in TRANSFORMS:
+    for kind in SYMMETRY_GROUPS:
         def symmetry(kind=kind):
-            base = space.encode(batch)
-            moved, params = transform_batch(batch, kind, generator)
-            got = latent_vectors(space.encode(moved))
-            want = latent_vectors(expected_latent(base, kind, params))
-            err = _relative_error(got, want, latent_vectors(base))
+            err = symmetry_errors(space.encode, batch, generator, (kind,), reduce="max")[kind]
             how = declared.get(kind, "none")
             if how == "none":
                 return True, f"declared none (measured relative change {err:.2e})", err
@@ -191,14 +190,29 @@ def run_conformance(space_cls: type, options: dict[str, Any] | None = None, fit:
         return not problems, "; ".join(problems) or "well-formed MolBatch", None
 
     def reconstruction():
-        from metrics.latent import LatentMetric
+        from metrics.latent import (RECON_ATOM_TYPE_ACCURACY, RECON_RMSD, RECON_SMILES_MATCH,
+                                    LatentMetric)
         from metrics.samples import Samples
 
         metric = LatentMetric(max_molecules=len(batch), symmetry_molecules=8)
-        values, _ = metric.compute(Samples.from_batch(batch, "given"), None, space=space)
-        keys = ("latent.recon_smiles_match", "latent.recon_atom_type_accuracy", "latent.recon_rmsd")
-        detail = ", ".join(f"{k.split('.', 1)[1]} {values[k]:.3f}" for k in keys)
-        return True, detail, values["latent.recon_smiles_match"]
+        values, meta = metric.compute(Samples.from_batch(batch, "given"), None, space=space)
+        match, accuracy, rmsd = (values[k] for k in (RECON_SMILES_MATCH, RECON_ATOM_TYPE_ACCURACY,
+                                                     RECON_RMSD))
+        problems = [f"{name} {v} is not a number in [0, 1]" for name, v in
+                    (("SMILES match", match), ("atom-type accuracy", accuracy))
+                    if not (isinstance(v, float) and 0.0 <= v <= 1.0)]
+        kept_sequence = meta.get("recon_same_type_sequence", 0)
+        rmsd_ok = (math.isfinite(rmsd) and rmsd >= 0.0) if kept_sequence else math.isnan(rmsd)
+        if not rmsd_ok:
+            problems.append(f"Kabsch RMSD {rmsd} over {kept_sequence} molecules that kept their "
+                            "atom-type sequence")
+        floor = (min_reconstruction if min_reconstruction is not None
+                 else getattr(space, "expected_reconstruction", None))
+        if floor is not None and not accuracy >= floor:
+            problems.append(f"atom-type accuracy {accuracy:.3f} below the expected {floor:g}")
+        detail = (f"recon_smiles_match {match:.3f}, recon_atom_type_accuracy {accuracy:.3f}, "
+                  f"recon_rmsd {rmsd:.3f}")
+        return not problems, detail + ("; " + "; ".join(problems) if problems else ""), match
 
     _check(report, "save_load", save_load)
     _check(report, "decode", decode)

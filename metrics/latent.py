@@ -11,8 +11,9 @@ Reconstruction (``decode(encode(x))`` against x):
 * ``latent.recon_atom_type_accuracy``: matched atoms / atoms, order-free:
   ``sum_m sum_e min(n_in(m, e), n_out(m, e)) / sum_m max(n_in(m), n_out(m))`` (a decoder
   may emit atoms in another order; extra or missing atoms count as errors).
-* ``latent.recon_rmsd`` (Å): Kabsch-aligned coordinate RMSD (proper rotations only, so a
-  mirror image is an error) over molecules decoded with the same atom-type sequence.
+* ``latent.recon_rmsd`` (Å): Kabsch-aligned coordinate RMSD
+  (:func:`harness.core.geometry.kabsch_rmsd`; proper rotations only, so a mirror image is an
+  error) over molecules decoded with the same atom-type sequence.
 * ``latent.recon_rmsd_symmetric`` (Å): heavy-atom RDKit ``GetBestRMS`` (best alignment
   over all graph automorphisms, so equivalent atoms may swap; hydrogens are left out as is
   conventional, since methyl rotors alone give 6^k all-atom matches) over molecules whose
@@ -20,12 +21,9 @@ Reconstruction (``decode(encode(x))`` against x):
 
 Symmetry (``latent.symmetry_error.<g>`` for g = rotation, translation, permutation,
 reflection, each separately): the mean over molecules of
-``||encode(g x) - rho(g) encode(x)|| / ||encode(x)||``, where ``rho(g)`` is what the space's
-:class:`~harness.core.types.LatentSpec` declares: per-atom latents permute with the atoms;
-declared-equivariant coordinates ``x`` rotate / reflect / translate; everything else is
-expected to stay unchanged (so a ``"none"`` declaration reports how much the latent moves).
-Transforms are random (seeded): a uniform rotation, a mirror across a random plane, a
-translation ~ N(0, (5 Å)^2) per axis, a random permutation of each molecule's atoms.
+``||encode(g x) - rho(g) encode(x)|| / ||encode(x)||`` with ``rho(g)`` what the space's
+:class:`~harness.core.types.LatentSpec` declares -- the shared check of
+:mod:`harness.core.symmetry` (seeded random transforms; the conformance checks use it too).
 
 Dimensionality: ``latent.dof``: mean diffused degrees of freedom per molecule
 (``spec.dim(n)``); ``latent.effective_dim``: principal components needed for ``variance``
@@ -34,115 +32,29 @@ Dimensionality: ``latent.dof``: mean diffused degrees of freedom per molecule
 """
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import torch
 
+from harness.core.geometry import SYMMETRY_GROUPS, kabsch_rmsd
 from harness.core.registry import METRICS
+from harness.core.symmetry import latent_vectors, symmetry_errors
 from harness.core.types import ATOMIC_NUMBER, LatentBatch, MolBatch, collate_arrays
 from metrics.base import Metric, MetricError, nan, ratio
 from metrics.rdkit_profile import profile_molecule, rdkit_analysis
 from metrics.samples import Samples
 
-TRANSFORMS = ("rotation", "translation", "permutation", "reflection")
-
-
-# -- geometry -------------------------------------------------------------------------------
-def random_rotation(generator: torch.Generator, dtype=torch.float64) -> torch.Tensor:
-    """[3, 3] uniformly random proper rotation (QR of a Gaussian matrix, sign-fixed)."""
-    q, r = torch.linalg.qr(torch.randn(3, 3, generator=generator, dtype=torch.float64))
-    q = q * torch.sign(torch.diagonal(r))[None, :]
-    if torch.det(q) < 0:
-        q[:, 0] = -q[:, 0]
-    return q.to(dtype)
-
-
-def random_reflection(generator: torch.Generator, dtype=torch.float64) -> torch.Tensor:
-    """[3, 3] mirror across a random plane through the origin (``I - 2 n n^T``)."""
-    n = torch.randn(3, generator=generator, dtype=torch.float64)
-    n = n / n.norm()
-    return (torch.eye(3, dtype=torch.float64) - 2 * torch.outer(n, n)).to(dtype)
-
-
-def kabsch_rmsd(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Per-molecule RMSD after optimal superposition by a proper rotation.
-
-    Args:
-        pred, target: [B, N, 3] Å. mask: [B, N] real atoms (same in both).
-    Returns:
-        [B] RMSD, Å.
-    """
-    w = mask[..., None].to(torch.float64)
-    n = w.sum(1).clamp(min=1)                                   # [B, 1]
-    p = pred.to(torch.float64)
-    q = target.to(torch.float64)
-    p = (p - (p * w).sum(1, keepdim=True) / n[:, None]) * w
-    q = (q - (q * w).sum(1, keepdim=True) / n[:, None]) * w
-    h = p.transpose(1, 2) @ q                                    # [B, 3, 3]
-    u, _, vt = torch.linalg.svd(h)
-    d = torch.sign(torch.det(vt.transpose(1, 2) @ u.transpose(1, 2)))
-    d = torch.where(d == 0, torch.ones_like(d), d)
-    diag = torch.diag_embed(torch.stack([torch.ones_like(d), torch.ones_like(d), d], -1))
-    rot = vt.transpose(1, 2) @ diag @ u.transpose(1, 2)          # q ~ rot p
-    aligned = p @ rot.transpose(1, 2)
-    return torch.sqrt(((aligned - q) ** 2 * w).sum((1, 2)) / n[:, 0])
-
-
-def transform_batch(batch: MolBatch, kind: str, generator: torch.Generator
-                    ) -> tuple[MolBatch, dict[str, Any]]:
-    """Apply a random transform of ``kind`` to every molecule; returns the new batch and
-    the parameters (``matrix`` [3, 3], ``shift`` [B, 3] or ``perm`` [B, N])."""
-    mask = batch.mask
-    if kind in ("rotation", "reflection"):
-        mat = (random_rotation if kind == "rotation" else random_reflection)(generator, batch.pos.dtype)
-        return replace(batch, pos=(batch.pos @ mat.T) * mask[..., None]), {"matrix": mat}
-    if kind == "translation":
-        shift = 5.0 * torch.randn(len(batch), 1, 3, generator=generator, dtype=torch.float64)
-        shift = shift.to(batch.pos.dtype)
-        return replace(batch, pos=(batch.pos + shift) * mask[..., None]), {"shift": shift}
-    if kind == "permutation":
-        keys = torch.rand(mask.shape, generator=generator, dtype=torch.float64)
-        keys = torch.where(mask, keys, torch.full_like(keys, 2.0))  # padding stays last
-        perm = keys.argsort(dim=1)                                  # [B, N]
-        take = lambda t: torch.gather(t, 1, perm.view(*perm.shape, *([1] * (t.dim() - 2))).expand_as(t))
-        changes: dict[str, Any] = {"atom_types": take(batch.atom_types), "pos": take(batch.pos),
-                                   "mask": take(batch.mask)}
-        if batch.charges is not None:
-            changes["charges"] = take(batch.charges)
-        if batch.bonds is not None:
-            rows = torch.gather(batch.bonds, 1, perm[:, :, None].expand_as(batch.bonds))
-            changes["bonds"] = torch.gather(rows, 2, perm[:, None, :].expand_as(batch.bonds))
-        return replace(batch, **changes), {"perm": perm}
-    raise ValueError(f"unknown transform {kind!r}; valid: {TRANSFORMS}")
-
-
-def expected_latent(latent: LatentBatch, kind: str, params: dict[str, Any]) -> LatentBatch:
-    """``rho(g) z``: how the space's declared symmetry says the latent should transform."""
-    spec = latent.spec
-    declared = spec.symmetries.get(kind, "none")
-    if spec.kind == "vector":
-        return latent
-    h, x, mask = latent.h, latent.x, latent.mask
-    if kind == "permutation":
-        perm = params["perm"][:, : h.shape[1]]
-        h = torch.gather(h, 1, perm[..., None].expand_as(h))
-        mask = torch.gather(mask, 1, perm)
-        if x is not None:
-            x = torch.gather(x, 1, perm[..., None].expand_as(x))
-    elif x is not None and declared == "equivariant":
-        if kind in ("rotation", "reflection"):
-            x = x @ params["matrix"].to(x.dtype).T
-        elif kind == "translation":
-            x = x + params["shift"].to(x.dtype)
-        x = x * mask[..., None]
-    return LatentBatch(h=h, spec=spec, x=x, mask=mask)
-
-
-def latent_vectors(latent: LatentBatch) -> torch.Tensor:
-    """[B, D'] float64 per-molecule latent (padding zeroed)."""
-    return latent.flat().to(torch.float64)
+#: metric keys (other modules use these names, not string literals)
+RECON_SMILES_MATCH = "latent.recon_smiles_match"
+RECON_ATOM_TYPE_ACCURACY = "latent.recon_atom_type_accuracy"
+RECON_RMSD = "latent.recon_rmsd"
+RECON_RMSD_SYMMETRIC = "latent.recon_rmsd_symmetric"
+#: ``latent.symmetry_error.<g>`` for each g of SYMMETRY_GROUPS, in that order
+SYMMETRY_ERROR = {g: f"latent.symmetry_error.{g}" for g in SYMMETRY_GROUPS}
+DOF = "latent.dof"
+EFFECTIVE_DIM = "latent.effective_dim"
+EFFECTIVE_DIM_PER_ATOM = "latent.effective_dim_per_atom"
 
 
 def effective_dimension(features: torch.Tensor, variance: float = 0.95) -> float:
@@ -184,10 +96,10 @@ class LatentMetric(Metric):
     version = 1
     needs = frozenset({"coords", "space"})
     outputs = {
-        "latent.recon_smiles_match": True, "latent.recon_atom_type_accuracy": True,
-        "latent.recon_rmsd": False, "latent.recon_rmsd_symmetric": False,
-        **{f"latent.symmetry_error.{k}": False for k in TRANSFORMS},
-        "latent.dof": False, "latent.effective_dim": False, "latent.effective_dim_per_atom": False,
+        RECON_SMILES_MATCH: True, RECON_ATOM_TYPE_ACCURACY: True,
+        RECON_RMSD: False, RECON_RMSD_SYMMETRIC: False,
+        **{key: False for key in SYMMETRY_ERROR.values()},
+        DOF: False, EFFECTIVE_DIM: False, EFFECTIVE_DIM_PER_ATOM: False,
     }
     defaults = {"max_molecules": 1000, "batch_size": 256, "symmetry_molecules": 256,
                 "symmetric_rmsd_max": 200, "variance": 0.95, "seed": 0}
@@ -283,10 +195,10 @@ class LatentMetric(Metric):
             "decoded_bond_source": decoded.bond_source_summary()["label"],
         })
         return {
-            "latent.recon_smiles_match": ratio(len(matched), len(comparable)),
-            "latent.recon_atom_type_accuracy": ratio(int(overlap), int(denominator)),
-            "latent.recon_rmsd": rmsd,
-            "latent.recon_rmsd_symmetric": float(np.mean(sym_values)) if sym_values else nan(),
+            RECON_SMILES_MATCH: ratio(len(matched), len(comparable)),
+            RECON_ATOM_TYPE_ACCURACY: ratio(int(overlap), int(denominator)),
+            RECON_RMSD: rmsd,
+            RECON_RMSD_SYMMETRIC: float(np.mean(sym_values)) if sym_values else nan(),
         }
 
     # -- symmetry --------------------------------------------------------------------------
@@ -294,20 +206,11 @@ class LatentMetric(Metric):
         device = getattr(space, "device", None)
         part = batch[: int(self.options["symmetry_molecules"])] if len(batch) else batch
         generator = torch.Generator().manual_seed(int(self.options["seed"]))
-        out: dict[str, float] = {}
         with torch.no_grad():
             part = part.to("cpu")
             encode = lambda b: space.encode(b if device is None else b.to(device)).to("cpu")
-            base = encode(part)
-            for kind in TRANSFORMS:
-                moved, params = transform_batch(part, kind, generator)
-                got = latent_vectors(encode(moved))
-                want = latent_vectors(expected_latent(base, kind, params))
-                if got.shape != want.shape:
-                    out[f"latent.symmetry_error.{kind}"] = nan()
-                    continue
-                norm = latent_vectors(base).norm(dim=1).clamp(min=1e-12)
-                out[f"latent.symmetry_error.{kind}"] = float(((got - want).norm(dim=1) / norm).mean())
+            errors = symmetry_errors(encode, part, generator, SYMMETRY_GROUPS, reduce="mean")
+        out = {SYMMETRY_ERROR[kind]: value for kind, value in errors.items()}
         meta["symmetry_declared"] = dict(space.spec.symmetries)
         meta["symmetry_molecules"] = len(part)
         return out
@@ -325,5 +228,4 @@ class LatentMetric(Metric):
             per_atom = effective_dimension(latent.h[latent.mask], self.options["variance"])
         meta["latent_kind"] = spec.kind
         meta["latent_width"] = spec.width
-        return {"latent.dof": dof_mean, "latent.effective_dim": eff,
-                "latent.effective_dim_per_atom": per_atom}
+        return {DOF: dof_mean, EFFECTIVE_DIM: eff, EFFECTIVE_DIM_PER_ATOM: per_atom}

@@ -40,6 +40,9 @@ class Space(abc.ABC):
     bond_source: ClassVar[str] = "perceive"
     #: True when fit() trains something (the study runner skips it otherwise).
     trainable: ClassVar[bool] = False
+    #: lowest reconstruction atom-type accuracy the conformance checks accept (after their
+    #: brief fit); None: reconstruction only has to be computable.
+    expected_reconstruction: ClassVar[float | None] = None
 
     def __init__(self, elements: Sequence[str], **options: Any):
         self.elements = tuple(elements)

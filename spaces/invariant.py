@@ -45,654 +45,31 @@ Failure modes, honestly reported:
   (impossible with a training vocabulary, still guarded), yields a single bare carbon atom
   named ``<k>:invalid-topology`` (an unstable molecule for every stability metric) and is
   counted in :attr:`InvariantSpace.last_decode_info`.
+
+Parts (private, beside this file): ``_topology.py`` (SELFIES tokens, topology AE),
+``_conformers.py`` (RDKit preparation, ETKDG / stereo candidates, relaxation),
+``_geometry.py`` (pair features, geometry AE), ``_e3nn_encoder.py`` (chirality-aware
+encoder); Kabsch alignment is :mod:`harness.core.geometry`'s.
 """
 from __future__ import annotations
 
-import math
-import re
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-from harness.core.nn import DenseEGNN, masked_mean, pair_geometry, remove_mean
+from harness.core.geometry import kabsch_rmsd
 from harness.core.registry import SPACES
-from harness.core.types import ATOMIC_NUMBER, PERIODIC_TABLE, LatentBatch, LatentSpec, MolBatch, MolRecord
+from harness.core.types import ATOMIC_NUMBER, LatentBatch, LatentSpec, MolBatch, MolRecord
+from spaces._conformers import (DecodedGraph, decode_graphs, embed_coordinates, prepare_dataset,
+                                relax_coordinates, stereo_isomers)
+from spaces._geometry import GeometryAutoencoder, WithInitialCoordinates
+from spaces._topology import (BOS, EOS, SPECIAL_TOKENS, UNK, TokenCollate, TopologyAutoencoder,
+                              default_alphabet, record_smiles, smiles_to_tokens, table_strings,
+                              token_table)
 from spaces.base import Space
-
-PAD, BOS, EOS, UNK = "[PAD]", "[BOS]", "[EOS]", "[UNK]"
-SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)
-#: formal charges -1, 0, +1 get one-hot columns (others are clamped into that range).
-N_CHARGE_COLUMNS = 3
-#: pair features: bond order 1/2/3 one-hot, 2-hop and 3-hop topological neighbours.
-N_PAIR_FEATURES = 5
-#: Gaussian radial basis of interatomic distances fed to the (invariant) EGNN encoder.
-N_DISTANCE_BASIS = 16
-DISTANCE_BASIS_MAX = 6.0  # Å
-
-
-# =============================================================================================
-# Chemistry preparation (per-molecule RDKit work; done once per molecule, never per step)
-# =============================================================================================
-def _rdkit():
-    from rdkit import Chem
-
-    return Chem
-
-
-def record_smiles(record: MolRecord) -> str | None:
-    """Canonical stereo-free heavy-atom SMILES of a record's graph (bonds, charges), or None
-    when RDKit cannot sanitise it. Independent of atom order by construction."""
-    from harness.core.chem import canonical_smiles, record_to_mol
-
-    if record.n_atoms == 0:
-        return None
-    try:
-        mol = record_to_mol(record)
-    except Exception:  # RDKit raises several types for bad graphs
-        return None
-    return canonical_smiles(mol, stereo=False, remove_hs=True)
-
-
-def smiles_to_tokens(smiles: str | None) -> list[str]:
-    """SELFIES tokens of a SMILES (``[]`` for None/empty). SELFIES' kekulisation failures
-    fall back to non-strict encoding, which may not round-trip (counted as unknowns later)."""
-    import selfies as sf
-
-    if not smiles:
-        return []
-    try:
-        text = sf.encoder(smiles)
-    except Exception:
-        try:
-            text = sf.encoder(smiles, strict=False)
-        except Exception:
-            return []
-    return list(sf.split_selfies(text)) if text else []
-
-
-def tokens_to_smiles(tokens: Sequence[str]) -> str:
-    """SELFIES tokens -> SMILES (may be ``""`` when the tokens place no atom)."""
-    import selfies as sf
-
-    try:
-        return sf.decoder("".join(tokens)) or ""
-    except Exception:
-        return ""
-
-
-_TOKEN_ELEMENT = re.compile(r"^\[[=#/\\]?([A-Z][a-z]?)")
-
-
-def token_element(token: str) -> str | None:
-    """Element symbol a SELFIES atom token places (``"[=N+1]" -> "N"``), None for
-    branch/ring/special tokens."""
-    if "Branch" in token or "Ring" in token or token in SPECIAL_TOKENS:
-        return None
-    match = _TOKEN_ELEMENT.match(token)
-    return match.group(1) if match else None
-
-
-def default_alphabet(elements: Sequence[str]) -> list[str]:
-    """SELFIES' semantically robust alphabet restricted to ``elements`` (plus branch and ring
-    tokens): the vocabulary of an unfitted space."""
-    import selfies as sf
-
-    keep = []
-    for token in sorted(sf.get_semantic_robust_alphabet()):
-        element = token_element(token)
-        if element is None or element in elements:
-            keep.append(token)
-    return keep
-
-
-def graph_with_hydrogens(smiles: str):
-    """RDKit molecule of a SMILES with explicit H (SMILES atom order, then each heavy atom's
-    hydrogens), kekulised; None if RDKit cannot parse it."""
-    Chem = _rdkit()
-    mol = Chem.MolFromSmiles(smiles) if smiles else None
-    if mol is None or mol.GetNumAtoms() == 0:
-        return None
-    mol = Chem.AddHs(mol)
-    Chem.Kekulize(mol, clearAromaticFlags=True)
-    return mol
-
-
-def embed_coordinates(mol, seed: int, use_stereo: bool, max_attempts: int = 3
-                      ) -> tuple[np.ndarray, str]:
-    """Initial 3D coordinates for a molecule with explicit H (atom order kept).
-
-    ``use_stereo``: honour the molecule's chiral tags / double-bond stereo (a few attempts,
-    then stereo-free). Returns ``(pos [n, 3] float32 Å, kind)`` with kind ``"etkdg-stereo"``,
-    ``"etkdg"`` or ``"2d"`` (RDKit 2D depiction plus seeded 0.3 Å noise, when ETKDG fails).
-    """
-    Chem = _rdkit()
-    from rdkit.Chem import rdDepictor, rdDistGeom
-
-    work = Chem.Mol(mol)
-    work.RemoveAllConformers()
-    tries = [("etkdg-stereo", True, max_attempts)] if use_stereo else []
-    tries.append(("etkdg", False, 0))
-    for kind, stereo, attempts in tries:
-        candidate = Chem.Mol(work)
-        if not stereo:
-            Chem.RemoveStereochemistry(candidate)
-        params = rdDistGeom.ETKDGv3()
-        params.randomSeed = int(seed)
-        params.maxIterations = int(attempts)
-        try:
-            ok = rdDistGeom.EmbedMolecule(candidate, params) >= 0
-        except RuntimeError:  # RDKit's optimiser can raise on strained cages
-            ok = False
-        if ok:
-            return candidate.GetConformer().GetPositions().astype(np.float32), kind
-    rdDepictor.Compute2DCoords(work)
-    pos = work.GetConformer().GetPositions()
-    noise = np.random.default_rng(seed).normal(0.0, 0.3, pos.shape)
-    return (pos + noise).astype(np.float32), "2d"
-
-
-def graph_arrays(mol) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(numbers [n], bonds [m, 3] (i, j, order), charges [n])`` of a kekulised molecule."""
-    from harness.core.chem import bonds_of
-
-    numbers = np.array([a.GetAtomicNum() for a in mol.GetAtoms()], np.int64)
-    charges = np.array([a.GetFormalCharge() for a in mol.GetAtoms()], np.int64)
-    return numbers, bonds_of(mol), charges
-
-
-def stereo_isomers(mol, limit: int, merge_enantiomers: bool) -> list:
-    """Up to ``limit`` stereoisomers (explicit-H molecules, same atom order) of a stereo-free
-    molecule; with ``merge_enantiomers`` one of each mirror-image pair. Always at least the
-    molecule itself."""
-    Chem = _rdkit()
-    from rdkit.Chem.EnumerateStereoisomers import EnumerateStereoisomers, StereoEnumerationOptions
-
-    if limit <= 1:
-        return [mol]
-    options = StereoEnumerationOptions(onlyUnassigned=True, unique=True,
-                                       maxIsomers=2 * limit if merge_enantiomers else limit,
-                                       rand=None, tryEmbedding=False)
-    out, seen = [], set()
-    try:
-        isomers = list(EnumerateStereoisomers(mol, options=options))
-    except Exception:
-        return [mol]
-    for isomer in isomers:
-        key = Chem.MolToSmiles(isomer)
-        if key in seen:
-            continue
-        seen.add(key)
-        if merge_enantiomers:
-            mirror = Chem.Mol(isomer)
-            for atom in mirror.GetAtoms():
-                tag = atom.GetChiralTag()
-                if tag == Chem.ChiralType.CHI_TETRAHEDRAL_CW:
-                    atom.SetChiralTag(Chem.ChiralType.CHI_TETRAHEDRAL_CCW)
-                elif tag == Chem.ChiralType.CHI_TETRAHEDRAL_CCW:
-                    atom.SetChiralTag(Chem.ChiralType.CHI_TETRAHEDRAL_CW)
-            seen.add(Chem.MolToSmiles(mirror))
-        out.append(isomer)
-        if len(out) >= limit:
-            break
-    return out or [mol]
-
-
-# =============================================================================================
-# Tensor helpers
-# =============================================================================================
-def node_features(atom_types: torch.Tensor, charges: torch.Tensor | None, mask: torch.Tensor,
-                  n_elements: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """``[B, N, n_elements + 3]``: element one-hot and formal-charge (-1/0/+1) one-hot,
-    zero in padded rows."""
-    types = F.one_hot(atom_types.clamp(0, n_elements - 1), n_elements)
-    if charges is None:
-        charges = torch.zeros_like(atom_types)
-    charge = F.one_hot(charges.clamp(-1, 1) + 1, N_CHARGE_COLUMNS)
-    return torch.cat([types, charge], -1).to(dtype) * mask[..., None].to(dtype)
-
-
-def pair_features(bonds: torch.Tensor, mask: torch.Tensor,
-                  dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Invariant pair features of the graph, vectorised.
-
-    Args:
-        bonds: [B, N, N] bond orders (0 none, 1/2/3); mask: [B, N] bool.
-    Returns:
-        features: [B, N, N, 5] (order-1/2/3 one-hot, 2-hop, 3-hop indicators).
-        bonded: [B, N, N] bool 1-2 pairs; angle: [B, N, N] bool 1-3 pairs.
-    """
-    pair = mask[:, :, None] & mask[:, None, :]
-    eye = torch.eye(bonds.shape[1], dtype=torch.bool, device=bonds.device)
-    adj = (bonds > 0) & pair & ~eye
-    a = adj.float()
-    reach1 = adj | eye
-    reach2 = (torch.bmm(a, a) > 0) | reach1
-    hop2 = reach2 & ~reach1 & pair
-    reach3 = (torch.bmm(reach2.float(), a) > 0) | reach2
-    hop3 = reach3 & ~reach2 & pair
-    order = F.one_hot(bonds.clamp(0, 3), 4)[..., 1:] * adj[..., None]
-    feats = torch.cat([order.to(dtype), hop2[..., None].to(dtype), hop3[..., None].to(dtype)], -1)
-    return feats, adj, hop2
-
-
-def distance_basis(dist: torch.Tensor) -> torch.Tensor:
-    """``dist [...]`` Å -> ``[..., 16]`` Gaussian radial basis (centres 0..6 Å, width equal
-    to the spacing); invariant pair features."""
-    centres = torch.linspace(0.0, DISTANCE_BASIS_MAX, N_DISTANCE_BASIS, device=dist.device,
-                             dtype=dist.dtype)
-    width = DISTANCE_BASIS_MAX / (N_DISTANCE_BASIS - 1)
-    return torch.exp(-(((dist[..., None] - centres) / width) ** 2))
-
-
-def kabsch_rotation(source: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
-                    allow_reflection: bool = False) -> torch.Tensor:
-    """Orthogonal ``R [B, 3, 3]`` minimising ``sum_i |R (s_i - s_mean) - (t_i - t_mean)|^2``
-    over real atoms (proper rotations, or any orthogonal matrix with ``allow_reflection``).
-    Computed in float64 without gradient (the aligned loss is stationary in R)."""
-    with torch.no_grad():
-        s = remove_mean(source.double(), mask)
-        t = remove_mean(target.double(), mask)
-        cov = t.transpose(1, 2) @ s                                  # [B, 3, 3]
-        u, _, vh = torch.linalg.svd(cov)
-        if not allow_reflection:
-            d = torch.sign(torch.linalg.det(u @ vh))
-            d = torch.where(d == 0, torch.ones_like(d), d)
-            fix = torch.ones(source.shape[0], 3, dtype=torch.float64, device=source.device)
-            fix[:, 2] = d
-            u = u * fix[:, None, :]
-        return (u @ vh).to(source.dtype)
-
-
-def aligned_squared_error(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,
-                          allow_reflection: bool = False) -> torch.Tensor:
-    """Per-molecule mean squared deviation (Å^2) between ``pred`` and the optimally aligned
-    ``target`` (both ``[B, N, 3]``), over real atoms -> ``[B]``. Differentiable in ``pred``;
-    invariant to rotating/translating either input (and reflecting, if allowed)."""
-    m = mask.to(pred.dtype)
-    p = remove_mean(pred, mask)
-    t = remove_mean(target.to(pred.dtype), mask)
-    counts = m.sum(1).clamp_min(1.0)
-    # the unconstrained orthogonal optimum is the better of the proper and improper ones
-    rot = kabsch_rotation(t, p, mask, allow_reflection=allow_reflection)  # target -> pred
-    t_aligned = t @ rot.transpose(1, 2)
-    return (((p - t_aligned) ** 2).sum(-1) * m).sum(1) / counts
-
-
-def kabsch_rmsd(pos_a: torch.Tensor, pos_b: torch.Tensor, mask: torch.Tensor,
-                allow_reflection: bool = False) -> torch.Tensor:
-    """``[B]`` RMSD (Å) after optimal superposition of ``pos_b`` onto ``pos_a`` (float64)."""
-    return aligned_squared_error(pos_a.double(), pos_b.double(), mask, allow_reflection).sqrt()
-
-
-def uniformity_loss(z: torch.Tensor, temperature: float = 2.0) -> torch.Tensor:
-    """Wang & Isola's uniformity ``log mean_{i != j} exp(-t |z_i - z_j|^2)`` over a batch
-    ``z: [B, D]`` (lower = more spread; an anti-collapse regulariser)."""
-    if z.shape[0] < 2:
-        return z.new_zeros(())
-    sq = torch.cdist(z, z).pow(2)
-    off = ~torch.eye(z.shape[0], dtype=torch.bool, device=z.device)
-    return torch.logsumexp(-temperature * sq[off], 0) - math.log(int(off.sum()))
-
-
-# =============================================================================================
-# Batches fed to the networks
-# =============================================================================================
-@dataclass
-class TokenBatch:
-    """``tokens: [B, L]`` long: ``[BOS] t_1 .. t_k [EOS] [PAD] ..`` per row."""
-
-    tokens: torch.Tensor
-
-    def to(self, device) -> "TokenBatch":
-        return TokenBatch(self.tokens.to(device))
-
-    def __len__(self) -> int:
-        return int(self.tokens.shape[0])
-
-
-@dataclass
-class GeometryBatch:
-    """Graph + coordinates for the geometry AE (dense, padded; dataset atom order).
-
-    Attributes:
-        atom_types: [B, N] long; charges: [B, N] long; bonds: [B, N, N] long; mask: [B, N].
-        pos: [B, N, 3] Å target coordinates; init_pos: [B, N, 3] Å decoder start coordinates.
-    """
-
-    atom_types: torch.Tensor
-    charges: torch.Tensor
-    bonds: torch.Tensor
-    mask: torch.Tensor
-    pos: torch.Tensor
-    init_pos: torch.Tensor
-
-    def to(self, device) -> "GeometryBatch":
-        return GeometryBatch(*(t.to(device) for t in (self.atom_types, self.charges, self.bonds,
-                                                      self.mask, self.pos, self.init_pos)))
-
-    def __len__(self) -> int:
-        return int(self.mask.shape[0])
-
-
-class _TokenCollate:
-    """indices -> :class:`TokenBatch` from a ``[M, L]`` token table (picklable)."""
-
-    def __init__(self, table: np.ndarray):
-        self.table = table
-
-    def __call__(self, indices) -> TokenBatch:
-        rows = self.table[np.asarray(indices)]
-        length = int((rows != 0).sum(1).max())
-        return TokenBatch(torch.from_numpy(rows[:, :length].copy()))
-
-
-class _WithInitialCoordinates:
-    """mol_loader transform: MolBatch + cached initial coordinates -> GeometryBatch."""
-
-    def __init__(self, init_flat: np.ndarray, init_ptr: np.ndarray):
-        self.init_flat, self.init_ptr = init_flat, init_ptr
-
-    def __call__(self, batch: MolBatch, indices: np.ndarray) -> GeometryBatch:
-        indices = np.asarray(indices, np.int64)
-        starts = self.init_ptr[indices]
-        counts = self.init_ptr[indices + 1] - starts
-        init = np.zeros((len(indices), batch.max_atoms, 3), np.float32)
-        rows = np.repeat(np.arange(len(indices)), counts)
-        slots = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-        init[rows, slots] = self.init_flat[np.repeat(starts, counts) + slots]
-        return GeometryBatch(atom_types=batch.atom_types, charges=batch.charges,
-                             bonds=batch.bonds, mask=batch.mask, pos=batch.pos,
-                             init_pos=torch.from_numpy(init))
-
-
-# =============================================================================================
-# Networks
-# =============================================================================================
-class TopologyAutoencoder(nn.Module):
-    """SELFIES tokens <-> ``z_topo [B, width]`` in [-1, 1].
-
-    Encoder: embedding -> bidirectional GRU (``layers``) -> last layer's final states of both
-    directions -> Linear -> tanh. Decoder: GRU whose initial state is ``tanh(Linear(z))`` and
-    whose input at each step is ``[embedding(previous token), z]`` -> Linear -> token logits.
-    """
-
-    def __init__(self, vocab_size: int, width: int, hidden: int, layers: int,
-                 embed_dim: int = 64, uniformity_weight: float = 0.0, latent_noise: float = 0.0):
-        super().__init__()
-        self.vocab_size, self.width, self.hidden, self.layers = vocab_size, width, hidden, layers
-        self.uniformity_weight, self.latent_noise = uniformity_weight, latent_noise
-        self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
-        self.encoder_rnn = nn.GRU(embed_dim, hidden, num_layers=layers, batch_first=True,
-                                  bidirectional=True)
-        self.to_latent = nn.Linear(2 * hidden, width)
-        self.from_latent = nn.Linear(width, layers * hidden)
-        self.decoder_rnn = nn.GRU(embed_dim + width, hidden, num_layers=layers, batch_first=True)
-        self.readout = nn.Linear(hidden, vocab_size)
-
-    def encode(self, tokens: torch.Tensor) -> torch.Tensor:
-        """``tokens: [B, L]`` (``[BOS] .. [EOS] [PAD]..``) -> ``z_topo [B, width]``."""
-        body = tokens[:, 1:]                                          # drop [BOS]
-        lengths = (body != 0).sum(1).clamp_min(1)
-        packed = nn.utils.rnn.pack_padded_sequence(self.embed(body), lengths.cpu(),
-                                                   batch_first=True, enforce_sorted=False)
-        _, h_n = self.encoder_rnn(packed)                             # [layers * 2, B, H]
-        last = torch.cat([h_n[-2], h_n[-1]], -1)
-        return torch.tanh(self.to_latent(last))
-
-    def _initial_state(self, z: torch.Tensor) -> torch.Tensor:
-        h0 = torch.tanh(self.from_latent(z)).view(z.shape[0], self.layers, self.hidden)
-        return h0.transpose(0, 1).contiguous()
-
-    def logits(self, z: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """Teacher-forced logits ``[B, L - 1, V]`` predicting ``tokens[:, 1:]``."""
-        inputs = self.embed(tokens[:, :-1])
-        cond = z[:, None, :].expand(-1, inputs.shape[1], -1)
-        out, _ = self.decoder_rnn(torch.cat([inputs, cond], -1), self._initial_state(z))
-        return self.readout(out)
-
-    def loss(self, batch: TokenBatch) -> dict[str, torch.Tensor]:
-        tokens = batch.tokens
-        z = self.encode(tokens)
-        z_dec = z + self.latent_noise * torch.randn_like(z) if self.training and self.latent_noise else z
-        logits = self.logits(z_dec, tokens)
-        target = tokens[:, 1:]
-        ce = F.cross_entropy(logits.reshape(-1, self.vocab_size), target.reshape(-1), ignore_index=0)
-        with torch.no_grad():
-            real = target != 0
-            hit = (logits.argmax(-1) == target) | ~real
-            out = {"token_acc": hit[real].float().mean() if real.any() else ce.new_zeros(()),
-                   "exact": hit.all(1).float().mean()}
-        loss = ce
-        if self.uniformity_weight:
-            uni = uniformity_loss(z)
-            out["uniformity"] = uni.detach()
-            loss = loss + self.uniformity_weight * uni
-        return {"loss": loss, "ce": ce.detach(), **out}
-
-    @torch.no_grad()
-    def greedy_decode(self, z: torch.Tensor, max_len: int, bos: int, eos: int,
-                      banned: Sequence[int]) -> torch.Tensor:
-        """Batched greedy decoding -> ``[B, <= max_len]`` token ids (``[EOS]`` then 0s at the
-        end of each row). ``banned`` ids are never emitted; ``[EOS]`` not as the first token."""
-        B = z.shape[0]
-        state = self._initial_state(z)
-        prev = torch.full((B,), bos, dtype=torch.long, device=z.device)
-        done = torch.zeros(B, dtype=torch.bool, device=z.device)
-        ban = torch.zeros(self.vocab_size, dtype=torch.bool, device=z.device)
-        ban[list(banned)] = True
-        out = []
-        for step in range(max_len):
-            step_in = torch.cat([self.embed(prev), z], -1)[:, None, :]
-            hidden, state = self.decoder_rnn(step_in, state)
-            logits = self.readout(hidden[:, 0]).masked_fill(ban, float("-inf"))
-            if step == 0:
-                logits[:, eos] = float("-inf")
-            nxt = logits.argmax(-1)
-            nxt = torch.where(done, torch.zeros_like(nxt), nxt)
-            out.append(nxt)
-            done = done | (nxt == eos)
-            prev = nxt
-            if bool(done.all()):
-                break
-        return torch.stack(out, 1) if out else torch.zeros(B, 0, dtype=torch.long)
-
-
-class E3nnInvariantEncoder(nn.Module):
-    """Chirality-aware SE(3)-invariant node features from an e3nn network (fully connected).
-
-    Node features carry ``0e + 0o + 1o + 1e`` irreps; each layer is an equivariant
-    convolution over all pairs within ``cutoff`` Å -- messages ``TP(h_j, Y(r_ij))`` (uvu
-    tensor product, weights from an MLP of a radial basis and the pair features, smoothly cut
-    off) summed over j -- followed by a gate nonlinearity and a residual linear. The outputs
-    are the scalars ``0e`` and pseudoscalars ``0o`` (which flip sign under reflection: mirror
-    images get different latents). Needs >= 3 layers for pseudoscalars to form
-    (0e -> 1o -> 1e -> 0o).
-    """
-
-    def __init__(self, in_dim: int, edge_dim: int, hidden: int, out_dim: int, layers: int,
-                 cutoff: float = 5.0, n_basis: int = 12):
-        super().__init__()
-        from e3nn import o3
-        from e3nn.nn import Gate
-
-        self.cutoff, self.n_basis = cutoff, n_basis
-        mul_s, mul_v = max(8, hidden // 2), max(4, hidden // 8)
-        self.sh = o3.SphericalHarmonics(o3.Irreps.spherical_harmonics(2), normalize=True,
-                                        normalization="component")
-        irreps_sh = self.sh.irreps_out
-        hidden_irreps = o3.Irreps(f"{mul_s}x0e + {mul_v}x0o + {mul_v}x1o + {mul_v}x1e")
-        self.input = o3.Linear(o3.Irreps(f"{in_dim}x0e"), hidden_irreps)
-        self.convs, self.gates, self.self_links, self.radials = (nn.ModuleList() for _ in range(4))
-        for _ in range(layers):
-            gate = Gate(o3.Irreps(f"{mul_s}x0e + {mul_v}x0o"), [F.silu, torch.tanh],
-                        o3.Irreps(f"{2 * mul_v}x0e"), [torch.sigmoid],
-                        o3.Irreps(f"{mul_v}x1o + {mul_v}x1e"))
-            mid, instructions = [], []
-            for i, (mul, ir_in) in enumerate(hidden_irreps):
-                for j, (_, ir_sh) in enumerate(irreps_sh):
-                    for ir_out in ir_in * ir_sh:
-                        if ir_out in gate.irreps_in:
-                            instructions.append((i, j, len(mid), "uvu", True))
-                            mid.append((mul, ir_out))
-            mid_irreps = o3.Irreps(mid)
-            tp = o3.TensorProduct(hidden_irreps, irreps_sh, mid_irreps, instructions,
-                                  shared_weights=False, internal_weights=False)
-            self.convs.append(nn.ModuleList([tp, o3.Linear(mid_irreps, gate.irreps_in)]))
-            self.radials.append(nn.Sequential(nn.Linear(n_basis + edge_dim, 64), nn.SiLU(),
-                                              nn.Linear(64, tp.weight_numel)))
-            self.gates.append(gate)
-            self.self_links.append(o3.Linear(hidden_irreps, hidden_irreps))
-        self.hidden_irreps = hidden_irreps
-        self.out = nn.Linear(mul_s + mul_v, out_dim)
-        self.mul_s, self.mul_v = mul_s, mul_v
-
-    def forward(self, h: torch.Tensor, x: torch.Tensor, mask: torch.Tensor,
-                edge_attr: torch.Tensor) -> torch.Tensor:
-        """``h: [B, N, in]``, ``x: [B, N, 3]`` Å, ``mask: [B, N]``, ``edge_attr: [B, N, N, E]``
-        -> invariant (under proper rotations) node features ``[B, N, out]``."""
-        from e3nn.math import soft_one_hot_linspace
-
-        B, N, _ = h.shape
-        eye = torch.eye(N, dtype=torch.bool, device=h.device)
-        pair = (mask[:, :, None] & mask[:, None, :] & ~eye)
-        rel = x[:, None, :, :] - x[:, :, None, :]                     # r_j - r_i  [B, N, N, 3]
-        dist = rel.norm(dim=-1)
-        smooth = 0.5 * (torch.cos(math.pi * (dist / self.cutoff).clamp(max=1.0)) + 1.0)
-        weight = (pair.to(h.dtype) * smooth * (dist < self.cutoff).to(h.dtype))[..., None]
-        basis = soft_one_hot_linspace(dist, 0.0, self.cutoff, self.n_basis, basis="smooth_finite",
-                                      cutoff=True) * math.sqrt(self.n_basis)
-        radial_in = torch.cat([basis, edge_attr.to(h.dtype)], -1)     # [B, N, N, nb + E]
-        sh = self.sh(rel)                                             # [B, N, N, 9]
-        node = self.input(h) * mask[..., None].to(h.dtype)
-        for (tp, lin), radial, gate, link in zip(self.convs, self.radials, self.gates, self.self_links):
-            hj = node[:, None, :, :].expand(B, N, N, node.shape[-1])
-            msg = tp(hj, sh, radial(radial_in)) * weight              # [B, N, N, mid]
-            agg = msg.sum(2) / 4.0
-            node = (link(node) + gate(lin(agg))) * mask[..., None].to(h.dtype)
-        scalars = torch.cat([node[..., :self.mul_s], node[..., self.mul_s:self.mul_s + self.mul_v]], -1)
-        return self.out(scalars) * mask[..., None].to(h.dtype)
-
-
-class GeometryAutoencoder(nn.Module):
-    """3D coordinates given the graph <-> ``z_geo [B, width]`` in [-1, 1].
-
-    Encoder: DenseEGNN (or :class:`E3nnInvariantEncoder`) node features -> masked mean ->
-    MLP -> tanh. Decoder: DenseEGNN over ``[node features, z_geo]`` refining the initial
-    coordinates. Loss: see :meth:`loss`.
-    """
-
-    def __init__(self, n_elements: int, width: int, hidden: int, layers: int,
-                 encoder: str = "egnn", bond_weight: float = 10.0, distance_weight: float = 1.0,
-                 uniformity_weight: float = 0.0, coords_range: float = 3.0, agg_norm: float = 4.0,
-                 hydrogen_index: int = 0):
-        super().__init__()
-        self.bond_weight, self.hydrogen_index = bond_weight, hydrogen_index
-        if encoder not in ("egnn", "e3nn"):
-            raise ValueError(f"geo_encoder must be 'egnn' or 'e3nn', got {encoder!r}")
-        self.n_elements, self.width, self.encoder_kind = n_elements, width, encoder
-        self.distance_weight, self.uniformity_weight = distance_weight, uniformity_weight
-        #: the E(3)-invariant latent cannot tell mirror images apart: align up to reflection.
-        self.allow_reflection = encoder == "egnn"
-        feat = n_elements + N_CHARGE_COLUMNS
-        if encoder == "egnn":
-            # invariant message passing over distances (RBF) + graph pair features: the EGNN's
-            # invariant stream; no coordinate updates are needed for a pooled invariant code
-            self.encoder_net = DenseEGNN(feat, hidden, hidden=hidden, layers=layers, sublayers=1,
-                                         edge_dim=N_PAIR_FEATURES + N_DISTANCE_BASIS,
-                                         coords=False, agg_norm=agg_norm)
-        else:
-            self.encoder_net = E3nnInvariantEncoder(feat, N_PAIR_FEATURES, hidden, hidden,
-                                                    max(3, layers))
-        self.encoder_head = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, width))
-        self.decoder_net = DenseEGNN(feat + width, 1, hidden=hidden, layers=layers, sublayers=1,
-                                     edge_dim=N_PAIR_FEATURES, coords=True,
-                                     coords_range=coords_range, agg_norm=agg_norm)
-
-    def _inputs(self, atom_types, charges, bonds, mask, dtype):
-        feats = node_features(atom_types, charges, mask, self.n_elements, dtype)
-        pairs, bonded, angle = pair_features(bonds, mask, dtype)
-        return feats, pairs, bonded, angle
-
-    def encode(self, atom_types, charges, bonds, pos, mask) -> torch.Tensor:
-        """Graph ``[B, N]`` / ``[B, N, N]`` + ``pos [B, N, 3]`` Å -> ``z_geo [B, width]``."""
-        dtype = next(self.parameters()).dtype
-        feats, pairs, _, _ = self._inputs(atom_types, charges, bonds, mask, dtype)
-        x = remove_mean(pos.to(dtype), mask)
-        if self.encoder_kind == "egnn":
-            dist = torch.sqrt(pair_geometry(x)[0] + 1e-12)
-            h, _ = self.encoder_net(feats, None, mask, torch.cat([pairs, distance_basis(dist)], -1))
-        else:
-            h = self.encoder_net(feats, x, mask, pairs)
-        pooled = masked_mean(h, mask)[:, 0]
-        return torch.tanh(self.encoder_head(pooled))
-
-    def decode(self, atom_types, charges, bonds, init_pos, mask, z) -> torch.Tensor:
-        """Graph + initial coordinates ``[B, N, 3]`` Å + ``z_geo [B, width]`` -> ``[B, N, 3]`` Å
-        (zero centre of mass, padded rows 0)."""
-        dtype = next(self.parameters()).dtype
-        feats, pairs, _, _ = self._inputs(atom_types, charges, bonds, mask, dtype)
-        cond = z.to(dtype)[:, None, :].expand(-1, feats.shape[1], -1) * mask[..., None].to(dtype)
-        x0 = remove_mean(init_pos.to(dtype), mask)
-        _, x = self.decoder_net(torch.cat([feats, cond], -1), x0, mask, pairs)
-        return remove_mean(x, mask)
-
-    def loss(self, batch: GeometryBatch) -> dict[str, torch.Tensor]:
-        """Kabsch-aligned heavy-atom MSE + ``bond_weight`` x 1-2 distance MSE +
-        ``distance_weight`` x 1-3/1-4 distance MSE (all Å^2; hydrogens enter through the
-        distance terms, which are also invariant to their exact rotamer alignment) +
-        ``uniformity_weight`` x uniformity of z_geo."""
-        z = self.encode(batch.atom_types, batch.charges, batch.bonds, batch.pos, batch.mask)
-        pred = self.decode(batch.atom_types, batch.charges, batch.bonds, batch.init_pos,
-                           batch.mask, z)
-        heavy = batch.mask & (batch.atom_types != self.hydrogen_index)
-        aligned = aligned_squared_error(pred, batch.pos, heavy, self.allow_reflection).mean()
-        _, bonded, angle = pair_features(batch.bonds, batch.mask)
-        torsion = _hop3(batch.bonds, batch.mask)
-        target = batch.pos.to(pred.dtype)
-        sq = (_distances(pred) - _distances(target)) ** 2
-        zero = pred.new_zeros(())
-        bond_mse = sq[bonded].mean() if bonded.any() else zero
-        far = angle | torsion
-        far_mse = sq[far].mean() if far.any() else zero
-        loss = aligned + self.bond_weight * bond_mse + self.distance_weight * far_mse
-        out = {"aligned_heavy_mse": aligned.detach(), "bond_rmse": bond_mse.detach().sqrt(),
-               "far_pair_rmse": far_mse.detach().sqrt()}
-        if self.uniformity_weight:
-            uni = uniformity_loss(z)
-            out["uniformity"] = uni.detach()
-            loss = loss + self.uniformity_weight * uni
-        return {"loss": loss, **out}
-
-
-def _distances(x: torch.Tensor) -> torch.Tensor:
-    """``[B, N, 3]`` -> ``[B, N, N]`` distances (Å), with a safe gradient at 0."""
-    diff = x[:, :, None, :] - x[:, None, :, :]
-    return torch.sqrt((diff * diff).sum(-1) + 1e-9)
-
-
-def _hop3(bonds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """[B, N, N] bool: atom pairs exactly 3 bonds apart (1-4 pairs)."""
-    return pair_features(bonds, mask)[0][..., 4] > 0
-
-
-# =============================================================================================
-# The space
-# =============================================================================================
-@dataclass
-class _DecodedGraph:
-    """One decoded molecule's graph (SMILES atom order, then hydrogens)."""
-
-    smiles: str
-    numbers: np.ndarray
-    bonds: np.ndarray
-    charges: np.ndarray
-    mol: Any
-    valid: bool
 
 
 @SPACES.register("invariant")
@@ -793,17 +170,7 @@ class InvariantSpace(Space):
     def _token_table(self, token_lists: Sequence[Sequence[str]]) -> tuple[np.ndarray, int]:
         """``[M, max_selfies_len + 2]`` ids (``[BOS] .. [EOS]``, 0-padded; longer strings are
         truncated) and the number of unknown tokens."""
-        index = self._token_index
-        unk, bos, eos = index[UNK], index[BOS], index[EOS]
-        width = self.max_selfies_len + 2
-        table = np.zeros((len(token_lists), width), np.int64)
-        unknown = 0
-        for m, tokens in enumerate(token_lists):
-            ids = [index.get(t, unk) for t in tokens[: self.max_selfies_len]]
-            unknown += sum(i == unk for i in ids)
-            row = [bos, *ids, eos]
-            table[m, : len(row)] = row
-        return table, unknown
+        return token_table(token_lists, self.vocab, self.max_selfies_len)
 
     # -- spec ---------------------------------------------------------------------------------
     @property
@@ -816,45 +183,8 @@ class InvariantSpace(Space):
 
     # -- preparation --------------------------------------------------------------------------
     def _prepare(self, dataset, limit: int | None = None, progress: bool = False):
-        """Per-molecule preparation of a dataset (RDKit; once per fit): tokens and initial
-        coordinates (stereo from the molecule's own 3D structure). Returns ``(kept indices,
-        token lists, init_flat [A, 3], init_ptr [K + 1], counts)``."""
-        from tqdm.auto import tqdm
-
-        Chem = _rdkit()
-        from harness.core.chem import record_to_mol
-
-        n = len(dataset) if limit is None else min(limit, len(dataset))
-        keep, token_lists, inits = [], [], []
-        counts = {"no_smiles": 0, "too_long": 0, "no_bonds": 0, "etkdg-stereo": 0, "etkdg": 0, "2d": 0}
-        for m in tqdm(range(n), disable=not progress, desc="invariant: preparing", unit="mol"):
-            record = dataset[m]
-            if len(record.bonds) == 0 and record.n_atoms > 1:
-                counts["no_bonds"] += 1
-                continue
-            smiles = record_smiles(record)
-            if smiles is None:
-                counts["no_smiles"] += 1
-                continue
-            tokens = smiles_to_tokens(smiles)
-            if len(tokens) > self.max_selfies_len:
-                counts["too_long"] += 1
-                continue
-            mol = record_to_mol(record)
-            try:
-                Chem.SanitizeMol(mol)
-                Chem.AssignStereochemistryFrom3D(mol)
-            except Exception:
-                counts["no_smiles"] += 1
-                continue
-            pos, kind = embed_coordinates(mol, self.seed, use_stereo=True)
-            counts[kind] += 1
-            keep.append(m)
-            token_lists.append(tokens)
-            inits.append(pos)
-        init_ptr = np.concatenate([[0], np.cumsum([len(p) for p in inits])]).astype(np.int64)
-        init_flat = np.concatenate(inits) if inits else np.zeros((0, 3), np.float32)
-        return np.asarray(keep, np.int64), token_lists, init_flat, init_ptr, counts
+        """See :func:`spaces._conformers.prepare_dataset` (tokens + stereo-aware ETKDG starts)."""
+        return prepare_dataset(dataset, self.max_selfies_len, self.seed, limit, progress)
 
     # -- training -----------------------------------------------------------------------------
     def fit(self, train, val=None, progress: bool = True,
@@ -891,7 +221,7 @@ class InvariantSpace(Space):
 
         def token_loader(tab, shuffle):
             return DataLoader(IndexDataset(len(tab)), batch_size=self.batch_size, shuffle=shuffle,
-                              collate_fn=_TokenCollate(tab),
+                              collate_fn=TokenCollate(tab),
                               generator=torch.Generator().manual_seed(self.seed))
 
         self.topology.train()
@@ -905,9 +235,9 @@ class InvariantSpace(Space):
         geo_stats = train_autoencoder(
             self.geometry,
             mol_loader(train_kept, self.batch_size, True, self.seed,
-                       _WithInitialCoordinates(init_flat, init_ptr)),
+                       WithInitialCoordinates(init_flat, init_ptr)),
             mol_loader(val_parts[0], self.batch_size, False, self.seed,
-                       _WithInitialCoordinates(val_parts[2], val_parts[3])) if val_parts else None,
+                       WithInitialCoordinates(val_parts[2], val_parts[3])) if val_parts else None,
             epochs=self.epochs_geo, lr=self.geo_lr, progress=progress, seed=self.seed,
             trainer_kwargs=trainer_kwargs)
         self.geometry.eval()
@@ -933,7 +263,7 @@ class InvariantSpace(Space):
         exact = float(np.mean([a == b for a, b in zip(decoded, self._strings(table))]))
         rmsd_all, rmsd_heavy, rmsd_init = [], [], []
         refl = self.geometry.allow_reflection
-        transform = _WithInitialCoordinates(init_flat, init_ptr)
+        transform = WithInitialCoordinates(init_flat, init_ptr)
         for start in range(0, len(val_kept), 256):
             idx = np.arange(start, min(start + 256, len(val_kept)))
             batch = transform(val_kept.batch(idx), idx)
@@ -959,17 +289,7 @@ class InvariantSpace(Space):
 
     def _strings(self, table: np.ndarray) -> list[str]:
         """Token-id rows -> SELFIES strings (up to ``[EOS]``; specials dropped)."""
-        eos = self._token_index[EOS]
-        out = []
-        for row in table:
-            tokens = []
-            for i in row.tolist()[1:] if row[0] == self._token_index[BOS] else row.tolist():
-                if i == eos or i == 0:
-                    break
-                if self.vocab[i] not in SPECIAL_TOKENS:
-                    tokens.append(self.vocab[i])
-            out.append("".join(tokens))
-        return out
+        return table_strings(table, self.vocab)
 
     def _greedy(self, z_topo: torch.Tensor) -> list[str]:
         """``z_topo [B, topo_width]`` -> decoded SELFIES strings."""
@@ -1004,22 +324,8 @@ class InvariantSpace(Space):
                                  "truncated": int(sum(len(t) > self.max_selfies_len for t in token_lists))}
         return LatentBatch(h=torch.cat([z_topo.to(z_geo.dtype), z_geo], -1), spec=self.spec)
 
-    def _decode_graphs(self, strings: Sequence[str]) -> list[_DecodedGraph]:
-        Chem = _rdkit()
-        graphs = []
-        for text in strings:
-            smiles = tokens_to_smiles([text]) if text else ""
-            mol = graph_with_hydrogens(smiles)
-            if mol is not None:
-                numbers, bonds, charges = graph_arrays(mol)
-                if all(PERIODIC_TABLE[z] in self.elements for z in numbers):
-                    graphs.append(_DecodedGraph(Chem.MolToSmiles(Chem.MolFromSmiles(smiles)),
-                                                numbers, bonds, charges, mol, True))
-                    continue
-            carbon = "C" if "C" in self.elements else self.elements[-1]
-            graphs.append(_DecodedGraph("", np.array([ATOMIC_NUMBER[carbon]]), np.zeros((0, 3), np.int64),
-                                        np.zeros(1, np.int64), None, False))
-        return graphs
+    def _decode_graphs(self, strings: Sequence[str]) -> list[DecodedGraph]:
+        return decode_graphs(strings, self.elements)
 
     @torch.no_grad()
     def decode(self, latent: LatentBatch) -> MolBatch:
@@ -1029,8 +335,6 @@ class InvariantSpace(Space):
         Steps: greedy SELFIES decoding of ``z_topo`` -> graph with H -> ``stereo_candidates``
         stereoisomers, each with a seeded ETKDG start -> geometry decoder -> the candidate whose
         re-encoded ``z_geo`` is nearest -> optional MMFF relaxation (``relax``)."""
-        from harness.core.types import collate_arrays
-
         h = latent.h
         if h.dim() != 2 or h.shape[1] != self.topo_width + self.geo_width:
             raise ValueError(f"invariant.decode expects [B, {self.topo_width + self.geo_width}] "
@@ -1084,7 +388,7 @@ class InvariantSpace(Space):
         names = [f"{b}" if g.valid else f"{b}:invalid-topology" for b, g in enumerate(graphs)]
         pos_np = pos.float().cpu().numpy()
         if relaxed:
-            pos_np = self._relax(graphs, pos_np, chosen.mask.cpu().numpy())
+            pos_np = relax_coordinates(graphs, pos_np)
             names = [f"{n}:relaxed" for n in names]
         result = replace(chosen.to("cpu"), pos=torch.from_numpy(pos_np) * chosen.mask.cpu()[..., None],
                          names=names, props=None)
@@ -1095,32 +399,6 @@ class InvariantSpace(Space):
             "smiles": [g.smiles for g in graphs],
         }
         return result
-
-    def _relax(self, graphs: Sequence[_DecodedGraph], pos: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """MMFF94 optimisation (UFF where MMFF has no parameters) of decoded coordinates."""
-        Chem = _rdkit()
-        from rdkit.Chem import AllChem
-        from rdkit.Geometry import Point3D
-
-        out = pos.copy()
-        for b, g in enumerate(graphs):
-            if not g.valid:
-                continue
-            mol = Chem.Mol(g.mol)
-            mol.RemoveAllConformers()
-            conf = Chem.Conformer(mol.GetNumAtoms())
-            for k in range(mol.GetNumAtoms()):
-                conf.SetAtomPosition(k, Point3D(*map(float, pos[b, k])))
-            mol.AddConformer(conf, assignId=True)
-            try:
-                if AllChem.MMFFHasAllMoleculeParams(mol):
-                    AllChem.MMFFOptimizeMolecule(mol, maxIters=500)
-                else:
-                    AllChem.UFFOptimizeMolecule(mol, maxIters=500)
-                out[b, : mol.GetNumAtoms()] = mol.GetConformer().GetPositions()
-            except Exception:
-                pass
-        return out
 
     # -- persistence --------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -1137,37 +415,3 @@ class InvariantSpace(Space):
         self.topology.eval()
         self.geometry.eval()
 
-
-# =============================================================================================
-# Reconstruction helper (decoded molecule vs. input molecule, different atom orders)
-# =============================================================================================
-def matched_rmsd(reference: MolRecord, decoded: MolRecord, heavy_only: bool = True,
-                 allow_reflection: bool = False, max_matches: int = 1000) -> float:
-    """Kabsch RMSD (Å) between two molecules with the same graph but different atom orders:
-    the minimum over graph isomorphisms (RDKit substructure matches, so symmetric atoms are
-    handled) of the aligned RMSD over heavy atoms (or all atoms). NaN when the graphs differ."""
-    from harness.core.chem import record_to_mol
-
-    Chem = _rdkit()
-    try:
-        ref = record_to_mol(reference)
-        dec = record_to_mol(decoded)
-        Chem.SanitizeMol(ref)
-        Chem.SanitizeMol(dec)
-        if heavy_only:
-            ref, dec = Chem.RemoveHs(ref), Chem.RemoveHs(dec)
-        if ref.GetNumAtoms() != dec.GetNumAtoms():
-            return float("nan")
-        matches = dec.GetSubstructMatches(ref, uniquify=False, useChirality=False,
-                                          maxMatches=max_matches)
-    except Exception:
-        return float("nan")
-    if not matches:
-        return float("nan")
-    ref_pos = torch.from_numpy(ref.GetConformer().GetPositions())
-    dec_pos = torch.from_numpy(dec.GetConformer().GetPositions())
-    perms = torch.as_tensor(matches)                                  # [K, n]
-    a = ref_pos[None].expand(len(perms), -1, -1)
-    b = dec_pos[perms]
-    mask = torch.ones(a.shape[:2], dtype=torch.bool)
-    return float(kabsch_rmsd(a, b, mask, allow_reflection).min())

@@ -31,6 +31,7 @@ class RawSpace(Space):
 
     name = "raw"
     bond_source = "perceive"
+    expected_reconstruction = 1.0   # the identity: every atom comes back
 
     def __init__(self, elements: Sequence[str], type_scale: float = 0.25, coord_scale: float = 1.0,
                  include_charge: bool = False, charge_scale: float = 0.1):

@@ -12,8 +12,10 @@ import torch.nn.functional as F
 
 from harness.core.registry import SPACES
 from harness.core.types import LatentBatch, LatentSpec, MolBatch
+from harness.core.geometry import kabsch_rmsd, random_rotation
+from harness.core.symmetry import transform_batch
 from metrics import score_molecules
-from metrics.latent import effective_dimension, kabsch_rmsd, random_rotation, transform_batch
+from metrics.latent import effective_dimension
 from spaces.base import Space
 
 torch.set_num_threads(1)

@@ -16,9 +16,12 @@ from rdkit import Chem
 from harness.core.chem import record_to_mol
 from harness.core.registry import SPACES
 from harness.core.types import LatentBatch, MolBatch
+from harness.core.geometry import aligned_squared_error, kabsch_rmsd
+from spaces._conformers import embed_coordinates, matched_rmsd
+from spaces._geometry import GeometryBatch, pair_features
+from spaces._topology import record_smiles, smiles_to_tokens
 from spaces.base import Space
-from spaces.invariant import (InvariantSpace, aligned_squared_error, kabsch_rmsd, matched_rmsd,
-                              pair_features, record_smiles)
+from spaces.invariant import InvariantSpace
 
 TINY = dict(topo_width=12, geo_width=10, topo_hidden=48, geo_hidden=24, geo_layers=2,
             epochs_topo=4, epochs_geo=4, batch_size=32, lr=5e-3, geo_lr=3e-3,
@@ -154,8 +157,6 @@ def test_fit_lowers_losses_and_reports(fitted):
 def test_geometry_decoder_beats_untrained(fitted, untrained, qm9_sample):
     """The geometry AE with the true graph and the stereo-aware ETKDG start: the trained
     network's loss on validation molecules is lower than the (same-seed) untrained one's."""
-    from spaces.invariant import GeometryBatch, embed_coordinates
-
     val = qm9_sample.split("val")
     idx = np.arange(len(val))
     batch = val.batch(idx)
@@ -189,15 +190,24 @@ def test_decode_random_latents_gives_valid_molecules(fitted):
         assert record.n_atoms == 1 or len(record.bonds) > 0
 
 
-def test_reconstruction_round_trip(fitted, test_batch):
+def test_reconstruction_round_trip(fitted, test_batch, monkeypatch):
     """Decoded molecules carry bonds from the topology and coordinates from the geometry
-    decoder; where the topology matches, the heavy-atom RMSD is finite (reported)."""
-    out = fitted.decode(fitted.encode(test_batch))
-    refs, decs = test_batch.to_records(), out.to_records()
+    decoder. A 4-epoch topology AE rarely reproduces a graph exactly, so the greedy topology
+    decoder is replaced by the inputs' own SELFIES: every molecule then has its own graph,
+    and each decoded geometry is compared with the input's (heavy-atom Kabsch RMSD over
+    graph isomorphisms)."""
+    refs = test_batch.to_records()
+    z = fitted.encode(test_batch)
+    learned = [record_smiles(r) == record_smiles(d) for r, d in zip(refs, fitted.decode(z).to_records())]
+    truth = ["".join(smiles_to_tokens(record_smiles(r))) for r in refs]
+    monkeypatch.setattr(fitted, "_greedy", lambda z_topo: truth)
+    decs = fitted.decode(z).to_records()
     matches = [record_smiles(r) == record_smiles(d) for r, d in zip(refs, decs)]
     rmsds = [matched_rmsd(r, d, allow_reflection=True) for r, d, ok in zip(refs, decs, matches) if ok]
-    print(f"\nexact topology {sum(matches)}/8; heavy RMSD {np.round(rmsds, 3).tolist()}")
-    assert all(np.isfinite(rmsds))
+    print(f"\nlearned topology exact {sum(learned)}/8; heavy RMSD with true graphs "
+          f"{np.round(rmsds, 3).tolist()}")
+    assert len(rmsds) == len(refs), "a true graph did not survive decoding"
+    assert all(np.isfinite(rmsds)) and max(rmsds) < 3.0
 
 
 def test_relax_option_labels_rows(qm9_sample, fitted, test_batch, tmp_path):

@@ -292,7 +292,7 @@ def collate_arrays(numbers: np.ndarray, pos: np.ndarray, charges: np.ndarray,
 
 
 SymmetryKind = Literal["invariant", "equivariant", "none"]
-SYMMETRY_GROUPS = ("permutation", "rotation", "translation", "reflection")
+from harness.core.geometry import SYMMETRY_GROUPS  # noqa: E402  (the one list; torch only)
 
 
 @dataclass(frozen=True)
