@@ -12,6 +12,8 @@ $(STAMP): pyproject.toml
 	# torch first, pinned: any other version may pull a multi-GB CUDA build.
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[test]' torch==2.13.0
+	# MOSES SMILES for the `moses` dataset; --no-deps: molsets pins a broken pomegranate.
+	$(PY) -m pip install --quiet --no-deps molsets
 	@touch $(STAMP)
 
 install: $(STAMP)
