@@ -1,7 +1,7 @@
 """Sweeps on PostgreSQL, the storage for workers on many machines: two ``l3dg sweep`` worker
 processes started together on a fresh private server, one SIGKILLed mid-trial and restarted;
 no trial is lost or duplicated, the killed trial is retried with its parameters, and
-``l3dg sweep-report`` reads the result. Skips (with the reason) where no PostgreSQL server
+``l3dg sweep-report`` and ``optuna-dashboard`` read the result. Skips (with the reason) where no PostgreSQL server
 can be started; ``.ci/run`` installs the Debian package."""
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from pg_server import PostgresServer, PostgresUnavailable  # noqa: E402
+from test_dashboard import check_study, dashboard  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TrialState = optuna.trial.TrialState
@@ -148,3 +149,5 @@ def test_two_workers_on_postgres_survive_a_sigkill(tmp_path, postgres):
     assert "| trial | space |" in report and "The paper's claim" in report
     for t in done:
         assert f"| {t.number} |" in report
+    with dashboard(url) as base:                  # optuna-dashboard opens the same storage
+        check_study(base, "pg", n_complete=4)
