@@ -57,6 +57,7 @@ class Sampler:
     """
 
     name = "base"
+    family = "diffusion"               # which generator family can drive it
     default_steps: int | None = None   # None: one evaluation per training timestep
     default_spacing = "uniform"
 
@@ -80,6 +81,11 @@ class Sampler:
         self._a = ac.sqrt()
         self._s = (1 - ac).clamp_min(0).sqrt()
         self.reset()
+
+    @property
+    def nfe(self) -> int:
+        """Model evaluations per trajectory: one per visited timestep."""
+        return self.steps
 
     def reset(self) -> None:
         """Forget multistep history (called before a new trajectory)."""

@@ -46,28 +46,9 @@ class TrainerConfig:
     num_nodes: int = 1
 
 
-@dataclass
-class GeneratorConfig:
-    """The shared diffusion generator (see generators/)."""
-
-    #: "auto" = mlp for vector latents, egnn for per-atom latents
-    denoiser: str = "auto"
-    #: denoiser options by denoiser name, e.g. {mlp: {width: 512, depth: 4}}
-    denoiser_options: dict[str, dict[str, Any]] = field(default_factory=dict)
-    schedule: str = "polynomial_2"
-    timesteps: int = 500
-    prediction: str = "eps"
-    #: "none" (diffuse the latent as the space gives it) or "standard" (per-feature scaling)
-    normalize: str = "none"
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    ema_decay: float = 0.999
-    grad_clip: float = 1.0
-    batch_size: int = 64
-    max_steps: int = 1000
-    #: conditioning: property names from the dataset (empty = unconditional)
-    context: list[str] = field(default_factory=list)
-    context_dropout: float = 0.1
+# The generator section is defined once, in generators/config.py (frozen; one default per
+# knob, shared with the generators' checkpoints); re-exported here for the study config.
+from generators.config import GeneratorConfig  # noqa: E402
 
 
 @dataclass

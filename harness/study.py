@@ -226,24 +226,13 @@ class Study:
 
     # -- generator ------------------------------------------------------------------------
     def _build_generator(self, name: str, space):
-        from generators import DiffusionGenerator
+        """A fresh generator of the configured family for this space's latent (its config
+        is the space's ``generator`` section; the atom-count prior is fitted on the
+        training latents by ``fit``)."""
+        from generators import build_generator
 
         gen_cfg = self.config.generator_for(name)
-        spec = space.spec
-        denoiser = gen_cfg.denoiser
-        if denoiser == "auto":
-            denoiser = "mlp" if spec.kind == "vector" else "egnn"
-        counts = self.split("train").atom_counts
-        hist = torch.bincount(torch.as_tensor(counts), minlength=int(counts.max()) + 1).float()
-        return DiffusionGenerator(
-            spec=spec, denoiser=denoiser, denoiser_kwargs=gen_cfg.denoiser_options.get(denoiser, {}),
-            schedule=gen_cfg.schedule, timesteps=gen_cfg.timesteps, prediction=gen_cfg.prediction,
-            lr=gen_cfg.lr, weight_decay=gen_cfg.weight_decay, ema_decay=gen_cfg.ema_decay,
-            grad_clip=gen_cfg.grad_clip, context_dim=len(gen_cfg.context),
-            context_dropout=gen_cfg.context_dropout,
-            n_atoms_hist=hist if spec.kind == "per_atom" else None,
-            normalize=gen_cfg.normalize, seed=self.config.seed,
-        ), gen_cfg
+        return build_generator(space.spec, gen_cfg, seed=self.config.seed), gen_cfg
 
     def context_table(self, names: list[str]) -> tuple[torch.Tensor, dict[str, Any]] | None:
         """Normalised conditioning values [M, C] of the training molecules (properties
@@ -266,10 +255,9 @@ class Study:
         gen, gen_cfg = self._build_generator(name, space)
         latents = load_latents(directory / "latents.pt", space.spec)
         table = self.context_table(gen_cfg.context)
-        stats = gen.fit(latents, None, out_dir=directory / "generator", max_steps=gen_cfg.max_steps,
-                        batch_size=gen_cfg.batch_size, trainer_kwargs=self._trainer_kwargs(),
-                        progress=self.progress, resume=True,
-                        context=None if table is None else table[0])
+        stats = gen.fit(latents, None, out_dir=directory / "generator",
+                        trainer_kwargs=self._trainer_kwargs(), progress=self.progress,
+                        resume=True, context=None if table is None else table[0])
         out = {k: v for k, v in stats.items() if isinstance(v, (int, float, str))}
         if table is not None:
             out["context"] = table[1]
@@ -282,9 +270,11 @@ class Study:
         return path
 
     def load_generator(self, name: str):
-        from generators import DiffusionGenerator
+        """The trained generator of one space (either family); a damaged checkpoint is a
+        one-line ``CheckpointError`` (a ``ValueError``) naming the file."""
+        from generators import load_generator
 
-        return DiffusionGenerator.load_from_checkpoint(self._final_checkpoint(self.root / name))
+        return load_generator(self._final_checkpoint(self.root / name))
 
     # -- sampling -------------------------------------------------------------------------
     def sample_more(self, name: str, n: int, sampler: str | None = None, steps: int | None = None,

@@ -136,7 +136,7 @@ def test_per_atom_generation(tmp_path, denoiser, kw, prediction):
     stats = gen.fit(lat, lat[:32], tmp_path, max_steps=6, batch_size=32, context=ctx,
                     val_context=ctx[:32], progress=False, trainer_kwargs=CPU)
     assert stats["val_loss"] is not None and torch.isfinite(torch.tensor(stats["final_loss"]))
-    assert torch.equal(gen.n_atoms_hist[:8].long(), torch.bincount(n, minlength=8)[:8])
+    assert torch.equal(gen.prior.hist[:8].long(), torch.bincount(n, minlength=8)[:8])
     s = gen.sample(12, sampler="ddim", steps=5, seed=0, context=torch.tensor([0.5, -1.0]),
                    guidance_scale=2.0, progress=False)
     assert s.spec == lat.spec and s.h.shape[0] == 12
@@ -150,7 +150,7 @@ def test_per_atom_generation(tmp_path, denoiser, kw, prediction):
     s2 = gen.sample(4, sampler="dpm_solver++", steps=4, n_atoms=want, progress=False)
     assert torch.equal(s2.mask.sum(1), want)
     loaded = DiffusionGenerator.load_from_checkpoint(stats["checkpoint"], weights_only=True)
-    assert torch.equal(loaded.n_atoms_hist, gen.n_atoms_hist)
+    assert torch.equal(loaded.prior.hist, gen.prior.hist)
     s3 = loaded.sample(4, sampler="dpm_solver++", steps=4, n_atoms=want, progress=False)
     torch.testing.assert_close(s3.x, s2.x)
 
@@ -160,8 +160,9 @@ def test_argument_errors(tmp_path):
     other = LatentBatch(h=torch.zeros(4, 3), spec=LatentSpec("vector", 3))
     with pytest.raises(ValueError, match="spec"):
         gen.fit(other, out_dir=tmp_path, max_steps=1, progress=False, trainer_kwargs=CPU)
-    with pytest.raises(ValueError, match="max_steps or max_epochs"):
-        gen.fit(LatentBatch(h=torch.zeros(4, 2), spec=VEC2), out_dir=tmp_path)
+    with pytest.raises(ValueError, match="context"):
+        gen.fit(LatentBatch(h=torch.zeros(4, 2), spec=VEC2), out_dir=tmp_path, max_steps=1,
+                context=torch.zeros(4, 1))
     with pytest.raises(ValueError, match="accumulate_grad_batches"):
         gen.fit(LatentBatch(h=torch.zeros(4, 2), spec=VEC2), out_dir=tmp_path, max_steps=1,
                 trainer_kwargs=dict(accumulate_grad_batches=2))
@@ -211,7 +212,7 @@ def test_standard_normalisation_applies_to_train_and_val(tmp_path):
     stats = gen.fit(lat, lat[:64], tmp_path, max_steps=5, batch_size=64, progress=False,
                     trainer_kwargs=CPU)
     assert stats["val_loss"] < 3 and stats["final_loss"] < 3
-    torch.testing.assert_close(gen.z_shift, lat.h.mean(0), rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(gen.normalizer.shift, lat.h.mean(0), rtol=1e-4, atol=1e-3)
     z = gen.normalize(lat.h, None)
     assert z.mean(0).abs().max() < 1e-3 and (z.std(0) - 1).abs().max() < 1e-2
     torch.testing.assert_close(gen.denormalize(z, None), lat.h)
