@@ -14,7 +14,7 @@ RDLogger.DisableLog("rdApp.*")  # sanitisation failures are results here, not lo
 from metrics.base import Metric, MetricError, MetricResults, reference_statistics
 from metrics.samples import Samples
 from metrics import edm, rdkit_profile, distributions, chemistry, latent  # noqa: F401  (register)
-from metrics import xtb  # noqa: F401  (register)
+from metrics import geom_stability, xtb  # noqa: F401  (register)
 from metrics.suites import Suite, define_suite, get_suite, score_molecules
 
 __all__ = ["Metric", "MetricError", "MetricResults", "Samples", "Suite", "define_suite",

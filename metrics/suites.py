@@ -18,6 +18,9 @@ Built-in suites:
 ``xtb/v1``         GFN2-xTB single point, relaxation ΔE / heavy-atom RMSD, energy W1/TV/JSD
                    (first 200 samples; reference: 200 seeded reference molecules)
 ``qm9/v1-xtb``     qm9/v1-core + xtb/v1
+``geom/v1``        edm (GEOM lookup) + rdkit + distributions + geom_stability (GEOM-Drugs
+                   Revisited aromatic-aware valence tuples) + chemistry (MMFF on <= 200)
+``geom/v1-xtb``    geom/v1 + xtb/v1
 ``latent/v1``      reconstruction, symmetry error and dimensionality of a space
 =================  ==============================================================================
 """
@@ -130,6 +133,15 @@ define_suite("xtb/v1", [_XTB],
 define_suite("qm9/v1-xtb", [
     _EDM, _RDKIT, _DIST, ("chemistry", 1, {"mmff_max_molecules": 0}), _XTB,
 ], "qm9/v1-core + GFN2-xTB energetics (xtb/v1)")
+define_suite("geom/v1", [
+    ("edm", 1, {"profile": "geom"}), _RDKIT, _DIST, ("geom_stability", 1, {}),
+    ("chemistry", 1, {"mmff_max_molecules": 200}),
+], "GEOM-Drugs / drug-like: EDM-legacy (GEOM lookup) + rdkit + distributions + "
+   "GEOM-Drugs Revisited stability + chemistry")
+define_suite("geom/v1-xtb", [
+    ("edm", 1, {"profile": "geom"}), _RDKIT, _DIST, ("geom_stability", 1, {}),
+    ("chemistry", 1, {"mmff_max_molecules": 200}), _XTB,
+], "geom/v1 + GFN2-xTB energetics (xtb/v1)")
 define_suite("latent/v1", [("latent", 1, {})],
              "latent reconstruction, symmetry error and dimensionality of a space")
 

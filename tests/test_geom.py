@@ -149,3 +149,43 @@ def test_detect_format_errors(tmp_path):
         load_geom(tmp_path, progress=False)
     with pytest.raises(ValueError, match="format must be"):
         load_geom(tmp_path, format="xyz", progress=False)
+
+
+# -- geom_stability: GEOM-Drugs Revisited aromatic-aware valence tuples --------------------
+def test_geom_stability_on_geom_molecules(geom_dirs, tmp_path):
+    from metrics import score_molecules
+
+    ds = _load(geom_dirs["midi"], tmp_path)
+    for mode in ("perceive", "kekule"):
+        res = score_molecules(ds, "geom/v1", options={"geom_stability": {"aromatic": mode},
+                                                      "chemistry": {"mmff_max_molecules": 0}})
+        assert res["geom.atom_stability"] == 1.0 and res["geom.mol_stability"] == 1.0
+        assert res.metadata["families"]["geom_stability"]["aromatic"] == mode
+    # EDM-legacy rules (GEOM lookup) call real drug molecules unstable (aromatic rings, S(=O)2)
+    assert 0.5 < res["edm.atom_stability"] < 1.0
+
+
+def test_geom_stability_tuples():
+    from metrics.geom_stability import ALLOWED_CODES, atom_tuples, tuple_codes
+    from metrics.samples import Samples
+    from harness.core.chem import mol_to_record
+    from rdkit import Chem
+    from rdkit.Chem import AllChem
+
+    mol = Chem.AddHs(Chem.MolFromSmiles("c1ccc2[nH]ccc2c1"))       # indole: fused C (3, 0), NH (2, 1)
+    AllChem.EmbedMolecule(mol, randomSeed=0)
+    samples = Samples.from_records([mol_to_record(mol)], "given")
+    arom, val, charges, failed = atom_tuples(samples, "perceive")
+    z = samples.numbers
+    assert failed == 0
+    assert sorted(zip(arom[z == 6], val[z == 6])).count((3, 0)) == 2
+    assert (arom[z == 7][0], val[z == 7][0]) == (2, 1)
+    assert set(zip(arom[z == 1], val[z == 1])) == {(0, 1)}
+    k_arom, k_val, _, _ = atom_tuples(samples, "kekule")
+    assert (k_arom == 0).all() and set(k_val[z == 6]) == {4}
+    ok = np.isin(tuple_codes(z, charges, arom, val), ALLOWED_CODES)
+    assert ok.all()
+    # neutral 4-valent N and 3-valent C are not allowed; N+ with 4 bonds is
+    assert not np.isin(tuple_codes([7, 6], [0, 0], [0, 0], [4, 3]), ALLOWED_CODES).any()
+    assert np.isin(tuple_codes([7], [1], [0], [4]), ALLOWED_CODES).all()
+    assert tuple_codes([6], [12], [0], [4])[0] == -1
