@@ -67,6 +67,9 @@ def _format_histogram(hist: dict[int, int], width: int = 40) -> str:
 def cmd_data(args: argparse.Namespace) -> int:
     from harness.core.data import load_dataset
 
+    _require_positive(args, "subset")
+    if args.dataset == "sdf" and not args.path:
+        raise ValueError("the sdf dataset needs --path FILE_OR_FOLDER")
     options = {}
     if args.subset is not None:
         options["subset"] = args.subset
@@ -117,6 +120,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return _eval_condition(args)
     from harness.evaluate import evaluate_source, format_table, table_rows
 
+    _require_positive(args, "limit")
     reference = None if str(args.reference).lower() in ("none", "") else args.reference
     result = evaluate_source(args.source, suite=args.suite, reference=reference, out=args.out,
                              limit=args.limit, progress=not args.quiet)
@@ -126,9 +130,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
     n_skipped = (meta.get("counts") or {}).get("skipped", len(skipped))
     if n_skipped:
         print(f"\nskipped {n_skipped} record(s) (listed in the JSON metadata); first: {skipped[0]}")
+    degenerate = (meta.get("source") or {}).get("degenerate_geometry") or []
+    if degenerate:
+        print(f"\n{len(degenerate)} molecule(s) with impossible geometry scored as invalid; "
+              f"first: {degenerate[0]}")
     if args.out:
         print(f"\nwrote {args.out}")
     return 0
+
+
+def _require_positive(args: argparse.Namespace, *names: str) -> None:
+    """Integer options that must be >= 1 when given (``--n 0`` is a mistake, not a no-op)."""
+    for name in names:
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
 
 
 def _eval_condition(args: argparse.Namespace) -> int:
@@ -181,7 +197,7 @@ def cmd_check_space(args: argparse.Namespace) -> int:
     if target in before and not target.endswith(".py"):
         names = [target]
     else:
-        load_plugin(target)
+        _load_space_plugin(target, sorted(before))
         names = [n for n in SPACES.names() if before.get(n) is not SPACES.get(n)]
         if args.name:
             names = [args.name]
@@ -197,6 +213,26 @@ def cmd_check_space(args: argparse.Namespace) -> int:
         print(report.table())
         ok &= report.passed
     return 0 if ok else 1
+
+
+def _load_space_plugin(target: str, registered: list[str]) -> None:
+    """Import a user space file/module, with one-line errors for the usual mistakes."""
+    from pathlib import Path
+
+    from harness.core.registry import load_plugin
+
+    hint = f"registered spaces: {', '.join(registered)}; or a .py file / module that registers one"
+    path = Path(target)
+    if path.is_dir() or (path.is_file() and path.suffix != ".py"):
+        raise ValueError(f"{target} is not a Python file ({hint})")
+    if path.suffix == ".py" and not path.exists():
+        raise FileNotFoundError(f"{target} does not exist")
+    try:
+        load_plugin(target)
+    except ModuleNotFoundError as err:
+        if err.name and target.split(".")[0] == err.name.split(".")[0]:
+            raise ValueError(f"unknown space {target!r} ({hint})") from None
+        raise
 
 
 def _parse_overrides(items: list[str]) -> dict:
@@ -219,7 +255,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.study import Study
 
     if args.resume:
-        study = Study.resume(args.resume, args.overrides, force=args.force)
+        # with --resume there is no positional config: every positional is an override
+        overrides = ([args.config] if args.config else []) + list(args.overrides)
+        bad = [o for o in overrides if "=" not in o]
+        if bad:
+            raise ValueError(f"with --resume every argument must be key=value; got {bad[0]!r} "
+                             "(the config comes from the run directory)")
+        study = Study.resume(args.resume, overrides, force=args.force)
     else:
         source = args.config or "default"
         if "=" in source:  # `l3dg run key=value` with the default preset
@@ -227,10 +269,23 @@ def cmd_run(args: argparse.Namespace) -> int:
             source = "default"
         study = Study.from_source(source, args.overrides, force=args.force)
     print(f"study {study.config.study}: {', '.join(study.config.spaces)} -> {study.root}")
-    rows = study.run()
+    from harness.run_guard import exit_nonzero_on_sigterm
+
+    with exit_nonzero_on_sigterm():
+        rows = study.run()
     print()
-    print(results_table(rows))
+    print(results_table(rows, terminal=True))
     print(f"\nreport: {study.root / 'report.md'}")
+    return _report_row_errors(rows)
+
+
+@command("config")
+def cmd_config(args: argparse.Namespace) -> int:
+    from harness.config import load_config
+    from harness.config_view import format_view, resolved_view
+
+    view = resolved_view(load_config(args.preset, args.overrides))
+    print(json.dumps(view, indent=2) if args.json else format_view(view), end="\n" if args.json else "")
     return 0
 
 
@@ -238,10 +293,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_sample(args: argparse.Namespace) -> int:
     from harness.study import Study
 
+    _require_positive(args, "n", "steps")
     study = Study.resume(args.run_dir)
     names = [args.space] if args.space else list(study.config.spaces)
     for name in names:
-        out = args.out or f"samples_{args.sampler or study.config.sampling.sampler}_{args.n}"
+        from harness.config_rules import safe_name
+
+        out = safe_name(args.out or f"samples_{args.sampler or study.config.sampling.sampler}_{args.n}",
+                        "--out")
         if out == "samples":
             raise ValueError("--out samples would overwrite the study's scored samples; choose another name")
         info = study.sample_more(name, n=args.n, sampler=args.sampler, steps=args.steps,
@@ -254,16 +313,26 @@ def cmd_sample(args: argparse.Namespace) -> int:
 @command("report")
 def cmd_report(args: argparse.Namespace) -> int:
     from harness.report import results_table, write_report
-    from harness.results import collect_results
+    from harness.results import collect_results, read_run_config
 
     from pathlib import Path
 
-    if not (Path(args.run_dir) / "config.yaml").exists():
-        raise FileNotFoundError(f"{args.run_dir} is not a study directory (no config.yaml)")
+    read_run_config(Path(args.run_dir))    # a clear error for a non-study / damaged directory
     path = write_report(args.run_dir)
-    print(results_table(collect_results(path.parent)))
+    rows = collect_results(path.parent)
+    print(results_table(rows, terminal=True))
     print(f"\nreport: {path}")
-    return 0
+    return _report_row_errors(rows)
+
+
+def _report_row_errors(rows) -> int:
+    """Print missing/damaged results (they are never silently dropped); 1 if any."""
+    from harness.results import row_errors
+
+    errors = row_errors(rows)
+    for e in errors:
+        print(f"l3dg: error: {e} (rerun with `l3dg run --resume RUN_DIR` to redo it)", file=sys.stderr)
+    return 1 if errors else 0
 
 
 # -- sweeps ---------------------------------------------------------------------------------
@@ -271,9 +340,19 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from harness.sweep import run_sweep
 
+    if args.study_name:
+        from harness.config_rules import safe_name
+
+        safe_name(args.study_name, "--study-name")
     study, url = run_sweep(args.preset, args.overrides, storage=args.storage, n_trials=args.n_trials,
                            study_name=args.study_name, timeout=args.timeout, seed=args.seed)
     done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    if study.trials and not done:
+        failed = [t for t in study.trials if t.state.name == "FAIL"]
+        reason = failed[-1].user_attrs.get("error", "see the log above") if failed else "none finished"
+        print(f"l3dg sweep: error: no trial of {study.study_name} completed ({len(failed)} failed; "
+              f"last: {reason})", file=sys.stderr)
+        return 1
     print(f"sweep {study.study_name}: {len(study.trials)} trials in storage ({len(done)} complete)")
     print(f"storage: {url}")
     print(f"report:  l3dg sweep-report {study.study_name} --storage {url}")
@@ -375,6 +454,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="when the config changed since results were written, redo the affected "
                         "stages (default: refuse, so results are never silently mixed)")
 
+    p = sub.add_parser("config", help="print a preset's fully resolved config and each space's "
+                                      "effective generator config")
+    p.add_argument("preset", help="preset name or YAML file")
+    p.add_argument("overrides", nargs="*", help="key=value overrides")
+    p.add_argument("--json", action="store_true", help="JSON instead of YAML")
+
     p = sub.add_parser("sample", help="sample more molecules from a finished study's generators")
     p.add_argument("run_dir")
     p.add_argument("--n", type=int, default=100, help="molecules per space")
@@ -407,6 +492,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_compare_parser(sub)
     add_verbosity_flags(parser, sub)  # -q/-v before or after the sub-command
+    parser.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
+    for sub_parser in sub.choices.values():  # also after the sub-command
+        sub_parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                                help=argparse.SUPPRESS)
     return parser
 
 
@@ -421,11 +510,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return COMMANDS[args.command](args) or 0
-    except (KeyError, ValueError, FileNotFoundError, TypeError) as err:  # ConfigError is a ValueError
-        if args.verbose:
+    except (KeyError, ValueError, TypeError, OSError, ImportError) as err:  # ConfigError: ValueError
+        if args.verbose or args.debug:
             raise
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"l3dg {args.command}: error: {message}", file=sys.stderr)
+        message = str(err.args[0] if isinstance(err, KeyError) and err.args else err)
+        message = " ".join(line.strip() for line in message.splitlines() if line.strip())
+        print(f"l3dg {args.command}: error: {message or type(err).__name__}", file=sys.stderr)
         return 2
 
 

@@ -17,8 +17,8 @@ import yaml
 PRESET_DIR = Path(__file__).parent / "configs"
 
 
-class ConfigError(ValueError):
-    """A bad config key or value; the message names the key."""
+from harness.config_rules import check_values, merge_preset, safe_name  # noqa: F401
+from harness.errors import ConfigError  # noqa: F401  (re-exported)
 
 
 @dataclass
@@ -71,6 +71,9 @@ class MetricsConfig:
     #: also score the dataset itself (the reference row)
     reference_row: bool = True
     reference_molecules: int = 1000
+    #: bootstrap resamples for the 95 % intervals of distribution metrics and quality
+    #: (proportions use Wilson intervals; 0 = no bootstrap)
+    bootstrap: int = 100
 
 
 @dataclass
@@ -82,14 +85,15 @@ class SweepConfig:
 
     #: symmetry factor: which space a trial diffuses in
     spaces: list[str] = field(default_factory=lambda: ["invariant", "per_atom", "flat"])
-    #: dimensionality factor: invariant topo/geo width each (flat gets the sum; per_atom k is
-    #: chosen from ``per_atom_k``)
+    #: dimensionality factor: a latent width w; each space maps it onto its own options
+    #: (``Space.sweep_options``; e.g. invariant: topo/geo width w each, flat: 2 w)
     latent_widths: list[int] = field(default_factory=lambda: [16, 32, 64])
-    per_atom_k: list[int] = field(default_factory=lambda: [1, 2, 4])
-    #: reconstruction-quality factor: autoencoder epochs range (scaled per space)
+    #: reconstruction-quality factor: autoencoder epochs range (each space scales it)
     ae_epochs_range: list[int] = field(default_factory=lambda: [1, 8])
-    #: symmetry sub-factor for invariant: geometry encoder kinds to try
-    geo_encoders: list[str] = field(default_factory=lambda: ["egnn"])
+    #: per-space categorical choices of space options, ``{space: {option: [values]}}``
+    #: (e.g. ``{per_atom: {k: [1, 2, 4]}, invariant: {geo_encoder: [egnn, e3nn]}, flat:
+    #: {hidden: [128, 512]}}``); replaces the space's own ``sweep_choices`` option by option
+    space_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: generator knobs
     lr_range: list[float] = field(default_factory=lambda: [3e-4, 3e-3])
     max_steps_choices: list[int] = field(default_factory=lambda: [300, 600])
@@ -125,6 +129,8 @@ class StudyConfig:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
+    #: score the controls (prior, shuffled marginals, reconstruction) beside every space
+    controls: bool = True
     progress: bool = True
 
     def to_dict(self) -> dict[str, Any]:
@@ -200,8 +206,9 @@ def list_presets() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
 
-def load_raw(source: str | Path) -> dict[str, Any]:
-    """A preset name or a YAML file path -> mapping (``extends: PRESET`` is merged first)."""
+def load_raw(source: str | Path, _chain: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A preset name or a YAML file path -> mapping (``extends: PRESET`` is merged first,
+    with the inheritance rule of :mod:`harness.config_rules`)."""
     path = Path(source)
     if not path.suffix:
         path = PRESET_DIR / f"{source}.yaml"
@@ -218,7 +225,14 @@ def load_raw(source: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: a config must be a mapping at the top level")
     parent = data.pop("extends", None)
     if parent:
-        data = merge(load_raw(parent), data)
+        me = str(path.resolve())
+        if me in _chain:
+            names = [Path(c).stem for c in _chain + (me,)]
+            raise ConfigError(f"{path}: 'extends' forms a cycle: {' -> '.join(names)}")
+        parent_path = Path(str(parent))
+        if parent_path.suffix and not parent_path.is_absolute():
+            parent = path.parent / parent_path    # a parent file is relative to its child
+        data = merge_preset(load_raw(parent, _chain + (me,)), data)
     return data
 
 
@@ -271,6 +285,7 @@ def load_config(source: str | Path | dict[str, Any], overrides: list[str] | None
     config = _build(StudyConfig, data, "")
     if not config.spaces:
         raise ConfigError("config key 'spaces' must name at least one space")
+    check_values(config)
     return config
 
 
@@ -370,6 +385,22 @@ def _validate_sweep(config: StudyConfig) -> None:
         lo_hi = getattr(sw, key)
         if len(lo_hi) != 2 or lo_hi[0] > lo_hi[1] or lo_hi[0] <= 0 and key == "lr_range":
             raise ConfigError(f"config key 'sweep.{key}' must be [low, high] with low <= high, got {lo_hi}")
-    for key in ("latent_widths", "per_atom_k", "max_steps_choices", "geo_encoders", "spaces"):
+    for key in ("latent_widths", "max_steps_choices", "spaces"):
         if not getattr(sw, key):
             raise ConfigError(f"config key 'sweep.{key}' must not be empty")
+    import inspect
+
+    for name, choices in sw.space_options.items():
+        if name not in sw.spaces:
+            raise ConfigError(f"config key 'sweep.space_options.{name}' names a space that is not "
+                              f"in 'sweep.spaces' ({', '.join(sw.spaces)})")
+        params = inspect.signature(SPACES.get(name).__init__).parameters
+        open_ended = any(p.kind == p.VAR_KEYWORD for p in params.values())
+        for option, values in (choices or {}).items():
+            key = f"sweep.space_options.{name}.{option}"
+            if not open_ended and (option not in params or option in ("self", "elements")):
+                valid = [p for p in params if p not in ("self", "elements")]
+                raise ConfigError(f"unknown config key {key!r}; valid options of space {name!r}: "
+                                  f"{', '.join(valid)}")
+            if not isinstance(values, list) or not values:
+                raise ConfigError(f"config key {key!r} must be a non-empty list of choices, got {values!r}")

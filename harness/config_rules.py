@@ -30,7 +30,8 @@ _RULES = (("seed", "nonneg"), ("data.max_train", "pos_or_none"),
           ("sampling.n_samples", "pos"), ("sampling.steps", "pos_or_none"),
           ("sampling.batch_size", "pos"), ("sampling.eta", "nonneg"),
           ("sampling.guidance_scale", "nonneg"), ("metrics.latent_molecules", "pos"),
-          ("metrics.reference_molecules", "pos"), ("trainer.num_nodes", "pos"))
+          ("metrics.reference_molecules", "pos"), ("metrics.bootstrap", "nonneg"),
+          ("trainer.num_nodes", "pos"))
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 

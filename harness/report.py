@@ -14,6 +14,7 @@ from typing import Any
 from harness.core.io import atomic_path, atomic_write_text
 
 from harness.results import TABLE_COLUMNS, quality  # noqa: F401  (re-exported)
+from harness.tables import controls_table, fmt as _fmt, results_table, row_values  # noqa: F401
 
 
 def _num(x: Any) -> float:
@@ -24,39 +25,15 @@ def _num(x: Any) -> float:
 
 
 def flatten_rows(rows: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Space -> metric -> float (wall times as ``time.<stage>``; ``quality`` filled in for
+    runs scored before it was stored)."""
     out = {}
     for name, row in rows.items():
-        values = {k: _num(v) for k, v in row.get("values", {}).items()}
-        for stage, sec in row.get("seconds", {}).items():
-            values[f"time.{stage}"] = _num(sec)
-        values["quality"] = quality(values)
+        values = row_values(row)
+        if not math.isfinite(values.get("quality", math.nan)):
+            values["quality"] = quality(values)
         out[name] = values
     return out
-
-
-def _fmt(x: float) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "–"
-    if abs(x) >= 100:
-        return f"{x:.0f}"
-    if abs(x) >= 10:
-        return f"{x:.1f}"
-    return f"{x:.3f}"
-
-
-def results_table(rows: dict[str, Any], markdown: bool = False) -> str:
-    """The results table, one row per space plus the reference row."""
-    flat = flatten_rows(rows)
-    headers = ["space"] + [h for _, h, _ in TABLE_COLUMNS]
-    body = [[name] + [_fmt(vals.get(k, math.nan)) for k, _, _ in TABLE_COLUMNS]
-            for name, vals in flat.items()]
-    if markdown:
-        lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-        lines += ["| " + " | ".join(r) + " |" for r in body]
-        return "\n".join(lines)
-    widths = [max(len(str(r[i])) for r in [headers] + body) for i in range(len(headers))]
-    fmt = lambda r: "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
-    return "\n".join([fmt(headers), fmt(["-" * w for w in widths])] + [fmt(r) for r in body])
 
 
 # -- plots --------------------------------------------------------------------------------
@@ -244,8 +221,20 @@ def write_report(root: str | Path) -> Path:
               "says `relaxed`. The `reference` row scores the dataset's own test molecules "
               "(bonds perceived from coordinates) with the same suite.", "",
               results_table(rows, markdown=True), "",
-              "quality = valid x unique x mol-stable (EDM rules): " +
-              ", ".join(f"{k} {_fmt(v['quality'])}" for k, v in flat.items()), ""]
+              "Cells are value ± half-width of the 95 % interval (Wilson for proportions, "
+              "bootstrap over molecules otherwise); `*` marks a column's best space and `≈` a "
+              "space within noise of it. 2D = graph metrics, 3D = geometry metrics. "
+              "quality (quality/v2) = valid·unique × mol-stable × (1 − D), D = mean of the "
+              "atom-type, atom-count and bond-type TVs and FCD/(FCD+10).", ""]
+    ctl = controls_table(rows)
+    if ctl:
+        lines += ["## Controls", "",
+                  "What each decoder makes without the trained generator (`prior`: the "
+                  "generator's Gaussian prior through its normaliser; `shuffled`: training-latent "
+                  "marginals, each dimension shuffled) and its ceiling (`reconstruction`: "
+                  "decode(encode(test molecules))), scored like the samples. `lift vs prior` = "
+                  "samples − prior; `≈` = within noise (the 95 % interval of the difference "
+                  "contains 0).", "", ctl, ""]
     for title, img in images:
         lines += [f"## {title}", "", f"![{title}]({img.relative_to(root)})", ""]
     if any(g for _, g in grids):
@@ -254,11 +243,11 @@ def write_report(root: str | Path) -> Path:
             if img:
                 lines += [f"### {name}", "", f"![samples of {name}]({img.relative_to(root)})", ""]
     lines += ["## Wall time per stage (s)", "", "| space | " + " | ".join(
-        ["fit_space", "encode", "train_generator", "sample", "score"]) + " |", "|---" * 6 + "|"]
+        ["fit_space", "encode", "train_generator", "sample", "score", "controls"]) + " |", "|---" * 7 + "|"]
     for name in spaces:
         sec = rows[name].get("seconds", {})
         lines.append(f"| {name} | " + " | ".join(_fmt(_num(sec.get(s))) for s in
-                                                 ["fit_space", "encode", "train_generator", "sample", "score"]) + " |")
+                                                 ["fit_space", "encode", "train_generator", "sample", "score", "controls"]) + " |")
     lines.append("")
     out = root / "report.md"
     atomic_write_text(out, "\n".join(lines))

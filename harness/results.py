@@ -10,7 +10,6 @@ the report, the sweep and the CLI (which read them) never import each other:
 """
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -21,11 +20,12 @@ import yaml
 from harness.core.io import atomic_path, atomic_write_json, read_json
 from harness.errors import RunDirError
 
-STAGES = ("fit_space", "encode", "train_generator", "sample", "score")
+STAGES = ("fit_space", "encode", "train_generator", "sample", "score", "controls")
 #: files each finished stage must have left in ``<run>/<space>/`` (JSON ones must parse)
 STAGE_OUTPUTS = {"fit_space": ("space/space.json",), "encode": ("latents.pt",),
                  "train_generator": ("generator/checkpoints/last.ckpt",),
-                 "sample": ("samples.pt", "samples.sdf"), "score": ("metrics.json",)}
+                 "sample": ("samples.pt", "samples.sdf"), "score": ("metrics.json",),
+                 "controls": ("controls.json",)}
 
 
 def _readable(path: Path) -> bool:
@@ -59,31 +59,11 @@ def read_run_config(run_dir: Path) -> dict[str, Any]:
         raise RunDirError(f"{path}: damaged config (not a mapping)")
     return data
 
-#: (metric key, column header, higher is better) for the main table
-TABLE_COLUMNS: tuple[tuple[str, str, bool | None], ...] = (
-    ("edm.validity", "valid", True),
-    ("edm.uniqueness", "unique", True),
-    ("edm.novelty", "novel", True),
-    ("edm.atom_stability", "atom stab", True),
-    ("edm.mol_stability", "mol stab", True),
-    ("rdkit.valid_connected", "valid+conn (rdkit)", True),
-    ("dist.atom_type_tv", "type TV", False),
-    ("dist.bond_length_w1", "bond W1 (Å)", False),
-    ("latent.recon_smiles_match", "recon match", True),
-    ("latent.recon_rmsd", "recon RMSD (Å)", False),
-    ("latent.symmetry_error.rotation", "rot err", False),
-    ("latent.symmetry_error.permutation", "perm err", False),
-    ("latent.dof", "dim", False),
-    ("time.fit_space", "AE fit (s)", False),
-    ("time.train_generator", "gen train (s)", False),
-    ("time.sample", "sample (s)", False),
-)
+from harness.tables import COLUMNS as _COLUMNS
+from metrics.intervals import QUALITY_VERSION, quality  # noqa: F401  (re-exported: the study's score)
 
-
-def quality(values: dict[str, float]) -> float:
-    """Generation quality used in plots and sweeps: valid x unique x molecule-stable (EDM)."""
-    v = [values.get("edm.valid_unique", math.nan), values.get("edm.mol_stability", math.nan)]
-    return float(v[0] * v[1]) if all(isinstance(x, (int, float)) and x is not None for x in v) else math.nan
+#: (metric key, column header, higher is better) of the main table (see harness/tables.py)
+TABLE_COLUMNS: tuple[tuple[str, str, bool | None], ...] = tuple((k, h, b) for _, k, h, b in _COLUMNS)
 
 
 
@@ -220,7 +200,8 @@ def collect_results(root: Path) -> dict[str, Any]:
     ref = root / "reference" / "metrics.json"
     if ref.exists():
         try:
-            rows["reference"] = {"values": read_json(ref)["values"], "seconds": {}}
+            rows["reference"] = {"values": read_json(ref)["values"], "intervals": _intervals_of(ref),
+                                 "seconds": {}}
         except (OSError, ValueError, KeyError, TypeError):
             rows["reference"] = {"values": {}, "seconds": {}, "error": f"{ref} is unreadable"}
     config = read_run_config(root)
@@ -235,8 +216,19 @@ def collect_results(root: Path) -> dict[str, Any]:
             rows[name] = {"values": {}, "seconds": {}, "error": f"{path} is unreadable"}
             continue
         state = SpaceState(root / name)
-        rows[name] = {"values": values, "seconds": state.seconds, "info": state.data.get("info", {})}
+        rows[name] = {"values": values, "intervals": _intervals_of(path),
+                      "seconds": state.seconds, "info": state.data.get("info", {})}
+        controls = root / name / "controls.json"
+        if controls.exists():
+            try:
+                rows[name]["controls"] = read_json(controls)
+            except (OSError, ValueError):
+                rows[name]["controls"] = {"error": f"{controls} is unreadable"}
     return rows
+
+
+def _intervals_of(path: Path) -> dict[str, list[float]]:
+    return read_json(path).get("intervals") or {}
 
 
 def row_errors(rows: dict[str, Any]) -> list[str]:

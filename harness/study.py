@@ -28,13 +28,14 @@ import yaml
 from harness.config import StudyConfig, load_config, validate_components
 from harness.core.io import atomic_write_json, atomic_write_text, read_json
 from harness.records import base_record
-from harness.results import (SpaceState, collect_results, decoded_samples, load_latents,
-                             load_molbatch, load_resolved_bonds, save_latents, save_molbatch,
-                             save_resolved_bonds, write_samples_sdf)
+from harness.run_guard import RunDirLock
+from harness.results import (STAGES, SpaceState, collect_results, decoded_samples, load_latents,
+                             load_molbatch, save_latents, save_molbatch,
+                             read_run_config, save_resolved_bonds, stage_output_ok,
+                             write_samples_sdf)
 
 log = logging.getLogger(__name__)
 
-STAGES = ("fit_space", "encode", "train_generator", "sample", "score")
 
 
 class StaleResults(ValueError):
@@ -67,10 +68,10 @@ class Study:
     def resume(cls, run_dir: str | Path, overrides: list[str] | None = None,
                force: bool = False) -> "Study":
         run_dir = Path(run_dir)
-        path = run_dir / "config.yaml"
-        if not path.exists():
-            raise FileNotFoundError(f"{run_dir} is not a study directory (no config.yaml)")
-        config = load_config(yaml.safe_load(path.read_text()), overrides)
+        config = load_config(read_run_config(run_dir), overrides)
+        # a run directory's plugin paths are relative to it, not to the current directory
+        config.plugins = [str((run_dir / p).resolve()) if p.endswith(".py") and not Path(p).is_absolute()
+                          and (run_dir / p).exists() else p for p in config.plugins]
         validate_components(config)
         return cls(config, root=run_dir, force=force)
 
@@ -88,7 +89,9 @@ class Study:
         gen = fingerprint_of([fit, dataclasses.asdict(c.generator_for(name))])
         sample = fingerprint_of([gen, dataclasses.asdict(c.sampling)])
         score = fingerprint_of([sample, dataclasses.asdict(c.metrics)])
-        return {"fit_space": fit, "encode": fit, "train_generator": gen, "sample": sample, "score": score}
+        controls = fingerprint_of([score, c.controls])
+        return {"fit_space": fit, "encode": fit, "train_generator": gen, "sample": sample,
+                "score": score, "controls": controls}
 
     def _check_stale(self, name: str, state: "SpaceState", directory: Path) -> None:
         """Refuse (or, with ``force``, redo) stages whose recorded config differs."""
@@ -136,6 +139,10 @@ class Study:
         ``stop_after="<space>/<stage>"`` raises :class:`StudyInterrupted` after that stage
         (used to test resume).
         """
+        with RunDirLock(self.root):
+            return self._run(stop_after, spaces)
+
+    def _run(self, stop_after: str | None, spaces: list[str] | None) -> dict[str, Any]:
         torch.manual_seed(self.config.seed)
         for name in spaces or list(self.config.spaces):
             if (self.root / name / "state.json").exists():  # before config.yaml is replaced
@@ -149,10 +156,15 @@ class Study:
         record["status"] = "running"
         atomic_write_json(record_path, record)
         t0 = time.perf_counter()
-        if self.config.metrics.reference_row:
-            self.score_reference()
-        for name in spaces or list(self.config.spaces):
-            self.run_space(name, stop_after=stop_after)
+        try:
+            if self.config.metrics.reference_row:
+                self.score_reference()
+            for name in spaces or list(self.config.spaces):
+                self.run_space(name, stop_after=stop_after)
+        except BaseException as err:    # killed by a signal, Ctrl-C, or a failing stage
+            record["status"] = f"interrupted ({type(err).__name__})"
+            atomic_write_json(record_path, record)
+            raise
         rows = self.collect_results()
         atomic_write_json(self.root / "results.json", rows)
         record["status"] = "finished"
@@ -166,6 +178,10 @@ class Study:
 
     def _stage(self, state: SpaceState, space_name: str, stage: str, fn: Callable[[], dict | None],
                stop_after: str | None) -> None:
+        if state.done(stage) and not stage_output_ok(state.path.parent, stage):
+            log.warning("%s/%s: finished earlier but its output is missing or unreadable; redoing "
+                        "it and the stages after it", space_name, stage)
+            state.forget(list(STAGES[STAGES.index(stage):]))
         if state.done(stage):
             log.info("%s/%s: done already, skipped", space_name, stage)
             return
@@ -218,6 +234,7 @@ class Study:
                     stop_after)
         self._stage(state, name, "sample", lambda: self._sample(name, space(), directory), stop_after)
         self._stage(state, name, "score", lambda: self._score(name, space(), directory), stop_after)
+        self._stage(state, name, "controls", lambda: self._controls(name, space(), directory), stop_after)
 
     def _trainer_kwargs(self) -> dict[str, Any]:
         t = self.config.trainer
@@ -322,51 +339,21 @@ class Study:
                 "seconds_decoding": round(t_decode, 2),
                 "sampler": sampler or s.sampler, "steps": steps or s.steps}
 
-    # -- scoring --------------------------------------------------------------------------
+    # -- scoring (harness/scoring.py) ---------------------------------------------------
     def _score(self, name: str, space, directory: Path) -> dict[str, Any]:
-        from metrics import score_molecules
+        from harness.scoring import score_space
 
-        samples = decoded_samples(load_molbatch(directory / "samples.pt"))
-        bonds_path = directory / "samples.bonds.npz"
-        if bonds_path.exists():
-            samples.attach_resolved_bonds(load_resolved_bonds(bonds_path))
-        results = score_molecules(samples, suite=self.config.metrics.suite,
-                                  reference=self.split("train"),
-                                  options=self.config.metrics.options, progress=self.progress)
-        test = self.split("test")
-        n_latent = min(self.config.metrics.latent_molecules, len(test))
-        latent_results = score_molecules(test.batch(np.arange(n_latent)), suite="latent/v1",
-                                         reference=None, bond_source="dataset", space=space,
-                                         progress=False)
-        payload = {"space": name, "suite": self.config.metrics.suite,
-                   "values": {**dict(results), **dict(latent_results)},
-                   "metadata": {"samples": results.metadata, "latent": latent_results.metadata}}
-        atomic_write_json(directory / "metrics.json", payload)
-        return {"metrics": len(payload["values"])}
+        return score_space(self, name, space, directory)
+
+    def _controls(self, name: str, space, directory: Path) -> dict[str, Any]:
+        from harness.scoring import run_controls
+
+        return run_controls(self, name, space, directory)
 
     def score_reference(self) -> None:
-        """The reference row: the suite on the dataset's own test molecules."""
-        import dataclasses
+        from harness.scoring import score_reference
 
-        from harness.core.data.base import fingerprint_of
-        from metrics import score_molecules
-
-        path = self.root / "reference" / "metrics.json"
-        fingerprint = fingerprint_of([dataclasses.asdict(self.config.data),
-                                      dataclasses.asdict(self.config.metrics)])
-        if path.exists() and read_json(path).get("fingerprint") == fingerprint:
-            return
-        t0 = time.perf_counter()
-        test = self.split("test")
-        n = min(self.config.metrics.reference_molecules, len(test))
-        results = score_molecules(test.batch(np.arange(n)), suite=self.config.metrics.suite,
-                                  reference=self.split("train"), bond_source="perceive",
-                                  options=self.config.metrics.options, progress=self.progress)
-        atomic_write_json(path, {"space": "reference", "suite": self.config.metrics.suite,
-                                 "source": f"{test.name} (first {n}, bonds perceived from coordinates)",
-                                 "values": dict(results), "metadata": {"samples": results.metadata},
-                                 "fingerprint": fingerprint,
-                                 "seconds": round(time.perf_counter() - t0, 2)})
+        score_reference(self)
 
     # -- results --------------------------------------------------------------------------
     def collect_results(self) -> dict[str, Any]:

@@ -65,6 +65,17 @@ class ResolvedBonds:
     def of(self, m: int) -> np.ndarray:
         return self.bonds[self.bond_ptr[m]:self.bond_ptr[m + 1]]
 
+    def take(self, index: np.ndarray, atom_ptr: np.ndarray) -> "ResolvedBonds":
+        """The bonds of molecules ``index`` (for resamples of :meth:`Samples.take`;
+        ``atom_ptr`` is the samples' atom offsets, which locate the per-atom charges)."""
+        index = np.asarray(index, np.int64).reshape(-1)
+        rows, counts = gather_ranges(self.bond_ptr, index)
+        atoms, _ = gather_ranges(np.asarray(atom_ptr, np.int64), index)
+        return ResolvedBonds(bonds=self.bonds[rows], bond_ptr=offsets(counts),
+                             charges=self.charges[atoms], status=self.status[index],
+                             reasons={k: self.reasons[int(i)] for k, i in enumerate(index)
+                                      if int(i) in self.reasons})
+
     def counts(self) -> dict[str, int]:
         values, counts = np.unique(self.status, return_counts=True)
         return {str(v): int(c) for v, c in zip(values, counts)}
