@@ -2,9 +2,11 @@
 
 Each trial picks a space (symmetry), a latent width (dimensionality), autoencoder epochs
 (reconstruction quality) and generator knobs, runs the study stages for that one space in
-``runs/sweeps/<study>/trial_<n>/``, and returns a sample-based objective. Reconstruction
-error, symmetry error, dimension and timings are stored as user attributes so
-``sweep-report`` can test the paper's claim.
+``runs/sweeps/<study>/trial_<n>/``, and returns a sample-based objective. How the width and
+epochs factors map onto a space's options is the space's own business
+(``Space.sweep_options``; nothing here names a space). Reconstruction error, symmetry error,
+dimension, timings and exactly what was trained (space options, effective generator config)
+are stored as user attributes so ``sweep-report`` can test the paper's claim.
 
 Distribution is Optuna's: every worker runs the same ``l3dg sweep`` against one storage
 (SQLite file by default; a PostgreSQL/MySQL URL across machines). Heartbeats mark a dead
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import logging
 import math
 import os
@@ -24,9 +27,6 @@ from typing import Any
 from harness.config import StudyConfig, load_config, validate_components
 
 log = logging.getLogger(__name__)
-
-SYMMETRY_KEYS = ("latent.symmetry_error.rotation", "latent.symmetry_error.translation",
-                 "latent.symmetry_error.permutation", "latent.symmetry_error.reflection")
 
 
 def default_storage(config: StudyConfig, study_name: str) -> str:
@@ -83,24 +83,17 @@ def make_storage(url: str, config: StudyConfig):
 
 
 def trial_config(trial, base: StudyConfig, root: Path) -> tuple[StudyConfig, str]:
-    """Suggest the trial's factors and build its one-space study config."""
+    """Suggest the trial's factors and build its one-space study config.
+
+    The space maps the sweep's factors onto its own options (``Space.sweep_options``), so a
+    user's space is swept like a built-in one. What the trial trains is recorded exactly:
+    user attributes ``space_options`` and ``generator`` (the effective generator config,
+    after the space's ``generator_overrides``)."""
+    from harness.core.registry import SPACES
+
     sw = base.sweep
     space = trial.suggest_categorical("space", sw.spaces)
-    epochs = trial.suggest_int("ae_epochs", sw.ae_epochs_range[0], sw.ae_epochs_range[1]) \
-        if space != "raw" else 0
-    options = copy.deepcopy(base.spaces.get(space, {}))
-    if space == "invariant":
-        width = trial.suggest_categorical("latent_width", sw.latent_widths)
-        # one topology epoch is ~10x cheaper than a geometry epoch and needs many more to
-        # reconstruct: the factor scales both budgets together
-        options.update(topo_width=width, geo_width=width, epochs_topo=5 * epochs, epochs_geo=epochs)
-        if len(sw.geo_encoders) > 1:
-            options["geo_encoder"] = trial.suggest_categorical("geo_encoder", sw.geo_encoders)
-    elif space == "flat":
-        width = trial.suggest_categorical("latent_width", sw.latent_widths)
-        options.update(width=2 * width, epochs=epochs * 4)
-    elif space == "per_atom":
-        options.update(k=trial.suggest_categorical("per_atom_k", sw.per_atom_k), epochs=epochs)
+    options = SPACES.get(space).sweep_options(trial, sw, copy.deepcopy(base.spaces.get(space, {})))
     data = base.to_dict()
     data.update(study=f"trial_{trial.number}", output_dir=str(root), spaces={space: options},
                 generator_overrides={k: v for k, v in base.generator_overrides.items() if k == space})
@@ -108,7 +101,10 @@ def trial_config(trial, base: StudyConfig, root: Path) -> tuple[StudyConfig, str
     data["generator"]["max_steps"] = trial.suggest_categorical("max_steps", sw.max_steps_choices)
     data["sampling"]["n_samples"] = sw.n_samples
     data["metrics"]["reference_row"] = False
-    return load_config(data), space
+    config = load_config(data)
+    trial.set_user_attr("space_options", config.spaces[space])
+    trial.set_user_attr("generator", dataclasses.asdict(config.generator_for(space)))
+    return config, space
 
 
 def objective_values(values: dict[str, float], seconds: float, objective: str):
@@ -132,6 +128,7 @@ class Objective:
 
         from harness.core.io import read_json
         from harness.study import SpaceState, Study, StudyInterrupted
+        from metrics import latent
 
         config, space = trial_config(trial, self.base, self.root)
         study = Study(config)
@@ -160,12 +157,12 @@ class Objective:
         state = SpaceState(study.root / space)
         attrs = {
             "space": space,
-            "recon_error": 1.0 - values.get("latent.recon_smiles_match", math.nan),
-            "recon_rmsd": values.get("latent.recon_rmsd", math.nan),
-            "symmetry_error": _mean([values.get(k, math.nan) for k in SYMMETRY_KEYS]),
-            **{k.split(".")[-1] + "_error": values.get(k, math.nan) for k in SYMMETRY_KEYS},
-            "dimension": values.get("latent.dof", math.nan),
-            "effective_dim": values.get("latent.effective_dim", math.nan),
+            "recon_error": 1.0 - values.get(latent.RECON_SMILES_MATCH, math.nan),
+            "recon_rmsd": values.get(latent.RECON_RMSD, math.nan),
+            "symmetry_error": _mean([values.get(k, math.nan) for k in latent.SYMMETRY_ERROR.values()]),
+            **{f"{g}_error": values.get(k, math.nan) for g, k in latent.SYMMETRY_ERROR.items()},
+            "dimension": values.get(latent.DOF, math.nan),
+            "effective_dim": values.get(latent.EFFECTIVE_DIM, math.nan),
             "validity": values.get("edm.validity", math.nan),
             "uniqueness": values.get("edm.uniqueness", math.nan),
             "mol_stability": values.get("edm.mol_stability", math.nan),
@@ -182,7 +179,8 @@ class Objective:
     def _reconstruction_proxy(study, space_name: str) -> float:
         import numpy as np
 
-        from harness.evaluate import score_molecules
+        from metrics import score_molecules
+        from metrics.latent import RECON_SMILES_MATCH
         from spaces.base import Space
 
         space = Space.load(study.root / space_name / "space")
@@ -190,7 +188,7 @@ class Objective:
         n = min(32, len(test))
         res = score_molecules(test.batch(np.arange(n)), suite="latent/v1", reference=None,
                               bond_source="dataset", space=space, progress=False)
-        v = res.get("latent.recon_smiles_match", math.nan)
+        v = res.get(RECON_SMILES_MATCH, math.nan)
         return 0.0 if v is None or math.isnan(v) else float(v)
 
 

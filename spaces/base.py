@@ -79,6 +79,49 @@ class Space(abc.ABC):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`."""
 
+    # -- sweeps: a space owns its knobs ------------------------------------------------------
+    #: categorical sweep choices of this space's own options, ``{option: [values]}``; an
+    #: option with several values becomes the trial parameter ``"<space>.<option>"``, one value
+    #: is simply set. A sweep config's ``sweep.space_options.<space>`` replaces them per option.
+    sweep_choices: ClassVar[dict[str, list]] = {}
+
+    @classmethod
+    def sweep_options(cls, trial: Any, sweep: Any, options: dict[str, Any]) -> dict[str, Any]:
+        """This space's options for one Optuna ``trial`` of a sweep.
+
+        ``options`` are the study's own options for the space; ``sweep`` is the sweep section
+        of the config (``latent_widths``: the dimensionality factor, ``ae_epochs_range``: the
+        training-length factor, ``space_options``: per-space choices). A space overrides this
+        to say how those factors map onto its options (width, capacity, epochs) and calls
+        :meth:`suggest_width`, :meth:`suggest_epochs` and :meth:`apply_choices` so shared
+        factors keep shared parameter names. The default varies only :attr:`sweep_choices`
+        (a fixed space, or a user's space that declares nothing, is swept as it is)."""
+        return cls.apply_choices(trial, sweep, dict(options))
+
+    @staticmethod
+    def suggest_width(trial: Any, sweep: Any) -> int:
+        """The trial's latent width (parameter ``latent_width``, from ``sweep.latent_widths``)."""
+        return trial.suggest_categorical("latent_width", list(sweep.latent_widths))
+
+    @staticmethod
+    def suggest_epochs(trial: Any, sweep: Any) -> int:
+        """The trial's autoencoder-epochs factor (parameter ``ae_epochs``)."""
+        lo, hi = sweep.ae_epochs_range
+        return trial.suggest_int("ae_epochs", int(lo), int(hi))
+
+    @classmethod
+    def apply_choices(cls, trial: Any, sweep: Any, options: dict[str, Any]) -> dict[str, Any]:
+        """``options`` with :attr:`sweep_choices` (replaced per option by the config's
+        ``sweep.space_options.<space>``) applied: several values -> a categorical trial
+        parameter ``"<space>.<option>"``, one value -> set."""
+        name = getattr(cls, "registry_name", None) or cls.name
+        choices = {**cls.sweep_choices, **(getattr(sweep, "space_options", None) or {}).get(name, {})}
+        for option, values in choices.items():
+            values = list(values)
+            options[option] = (trial.suggest_categorical(f"{name}.{option}", values)
+                               if len(values) > 1 else values[0])
+        return options
+
     @property
     def space_name(self) -> str:
         """The registry name (set by ``@SPACES.register``), else the class's ``name``."""

@@ -102,6 +102,15 @@ class FlatSpace(Space):
     def test_options(cls) -> dict[str, Any]:
         return {"width": 16, "hidden": 32, "layers": 1, "epochs": 1, "batch_size": 32}
 
+    @classmethod
+    def sweep_options(cls, trial, sweep, options: dict[str, Any]) -> dict[str, Any]:
+        """Sweep factors: width w -> ``width = 2 w`` (``invariant``'s total at the same w);
+        epochs e -> ``epochs = 4 e`` (an MLP epoch is cheap); choices from
+        ``sweep.space_options.flat``."""
+        epochs = cls.suggest_epochs(trial, sweep)
+        width = cls.suggest_width(trial, sweep)
+        return cls.apply_choices(trial, sweep, dict(options, width=2 * width, epochs=4 * epochs))
+
     @property
     def spec(self) -> LatentSpec:
         return LatentSpec("vector", width=self.options["width"], symmetry=NO_SYMMETRY, bounded=True)

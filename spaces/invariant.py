@@ -149,6 +149,18 @@ class InvariantSpace(Space):
                     epochs_topo=2, epochs_geo=2, batch_size=32, lr=5e-3, geo_lr=3e-3,
                     stereo_candidates=2, max_val=20)
 
+    @classmethod
+    def sweep_options(cls, trial, sweep, options: dict[str, Any]) -> dict[str, Any]:
+        """Sweep factors: width -> ``topo_width = geo_width``; epochs e -> ``epochs_geo = e``,
+        ``epochs_topo = 5 e`` (a topology epoch is ~10x cheaper than a geometry epoch and needs
+        many more to reconstruct); choices (e.g. ``geo_encoder: [egnn, e3nn]``, the symmetry
+        sub-factor) from ``sweep.space_options.invariant``."""
+        epochs = cls.suggest_epochs(trial, sweep)
+        width = cls.suggest_width(trial, sweep)
+        options = dict(options, topo_width=width, geo_width=width, epochs_topo=5 * epochs,
+                       epochs_geo=epochs)
+        return cls.apply_choices(trial, sweep, options)
+
     # -- vocabulary ---------------------------------------------------------------------------
     def _build_topology(self) -> TopologyAutoencoder:
         return TopologyAutoencoder(len(self.vocab), self.topo_width, self.topo_hidden,

@@ -86,6 +86,8 @@ class PerAtomSpace(Space):
     name = "per_atom"
     bond_source = "perceive"
     trainable = True
+    #: the sweep's dimensionality factor for this space: invariant features per atom
+    sweep_choices = {"k": [1, 2, 4]}
 
     def __init__(self, elements: Sequence[str], k: int = 2, hidden: int = 64, layers: int = 3,
                  epochs: int = 20, batch_size: int = 64, lr: float = 1e-3,
@@ -100,6 +102,13 @@ class PerAtomSpace(Space):
     @classmethod
     def test_options(cls) -> dict[str, Any]:
         return {"k": 2, "hidden": 16, "layers": 2, "epochs": 1, "batch_size": 32}
+
+    @classmethod
+    def sweep_options(cls, trial, sweep, options: dict[str, Any]) -> dict[str, Any]:
+        """Sweep factors: epochs e -> ``epochs = e``; the width is ``k`` per atom, chosen from
+        :attr:`sweep_choices` (or ``sweep.space_options.per_atom.k``)."""
+        epochs = cls.suggest_epochs(trial, sweep)
+        return cls.apply_choices(trial, sweep, dict(options, epochs=epochs))
 
     @property
     def spec(self) -> LatentSpec:

@@ -104,3 +104,63 @@ def test_claim_test_reports_rank_correlations_whatever_their_sign():
 def test_round_off_symmetry_errors_do_not_make_a_correlation():
     rows = [{"objective": q, "symmetry_error": e} for q, e in [(0.5, 6e-9), (0.1, 1e-7), (0.0, 2e-7)]]
     assert claim_tests(rows)["symmetry_error"]["rho"] is None
+
+
+# -- spaces own their knobs ---------------------------------------------------------------
+def _fixed_trial_config(params, overrides=()):
+    from harness.config import load_config, validate_components
+    from harness.sweep import trial_config
+
+    base = load_config("tiny", list(overrides))
+    validate_components(base)
+    trial = optuna.trial.FixedTrial(params)
+    config, space = trial_config(trial, base, Path("/tmp/unused"))
+    return trial, config, space
+
+
+def test_each_space_maps_the_sweep_factors_onto_its_own_options():
+    gen = {"lr": 1e-3, "max_steps": 300}
+    trial, config, _ = _fixed_trial_config({"space": "invariant", "ae_epochs": 3, "latent_width": 16,
+                                            "invariant.geo_encoder": "e3nn", **gen},
+                                           ["sweep.spaces=[invariant, flat, per_atom]",
+                                            "sweep.space_options={invariant: {geo_encoder: [egnn, e3nn]}}"])
+    assert {k: config.spaces["invariant"][k] for k in ("topo_width", "geo_width", "epochs_topo",
+                                                        "epochs_geo", "geo_encoder")} == \
+        {"topo_width": 16, "geo_width": 16, "epochs_topo": 15, "epochs_geo": 3, "geo_encoder": "e3nn"}
+    assert trial.user_attrs["space_options"] == config.spaces["invariant"]
+    _, config, _ = _fixed_trial_config({"space": "flat", "ae_epochs": 2, "latent_width": 16, **gen},
+                                       ["sweep.spaces=[flat]"])
+    assert config.spaces["flat"]["width"] == 32 and config.spaces["flat"]["epochs"] == 8
+    _, config, _ = _fixed_trial_config({"space": "per_atom", "ae_epochs": 2, "per_atom.k": 4, **gen},
+                                       ["sweep.spaces=[per_atom]"])
+    assert config.spaces["per_atom"]["k"] == 4 and config.spaces["per_atom"]["epochs"] == 2
+
+
+def test_trial_records_the_generator_it_actually_trained():
+    """A per-space generator override beats the sweep's max_steps: the user attribute says so."""
+    trial, config, space = _fixed_trial_config(
+        {"space": "raw", "lr": 1e-3, "max_steps": 300},
+        ["sweep.spaces=[raw]", "generator_overrides={raw: {max_steps: 11}}"])
+    assert trial.params["max_steps"] == 300
+    assert trial.user_attrs["generator"]["max_steps"] == 11 == config.generator_for(space).max_steps
+    assert trial.user_attrs["generator"]["lr"] == 1e-3
+
+
+def test_sweep_module_names_no_space_and_no_latent_metric_key():
+    text = (REPO / "harness" / "sweep.py").read_text()
+    for word in ('"invariant"', '"per_atom"', '"flat"', '"raw"', '"latent.'):
+        assert word not in text, word
+
+
+def test_a_users_space_is_swept_without_editing_the_package(tmp_path):
+    plugin = REPO / "tests" / "fixtures" / "my_space.py"
+    _, config, _ = _fixed_trial_config(
+        {"space": "scaled_raw", "scaled_raw.coord_scale": 3.0, "lr": 1e-3, "max_steps": 300},
+        [f"plugins=[{plugin}]", "sweep.spaces=[scaled_raw]",
+         "sweep.space_options={scaled_raw: {coord_scale: [1.0, 3.0]}}"])
+    assert config.spaces == {"scaled_raw": {"coord_scale": 3.0}}
+    study, _ = run_sweep("tiny", [*sweep_overrides(tmp_path), f"plugins=[{plugin}]",
+                                  "sweep.spaces=[scaled_raw]"], n_trials=1, seed=0)
+    (trial,) = study.get_trials(deepcopy=False)
+    assert trial.state == optuna.trial.TrialState.COMPLETE, trial
+    assert trial.user_attrs["space"] == "scaled_raw" and trial.user_attrs["space_options"] == {}
