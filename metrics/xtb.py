@@ -133,14 +133,14 @@ def run_xtb(samples: Samples, options: dict[str, Any]) -> dict[str, Any]:
     relaxed = np.full(m, np.nan)
     steps = np.zeros(m, np.int64)
     converged = np.zeros(m, bool)
-    tried = np.zeros(m, bool)
+    computed = np.zeros(m, bool)
     relaxed_pos: dict[int, np.ndarray] = {}
     relax_failed = []
     for k, row in zip(index, rows):
         if "error" in row:
             not_computed.append({"molecule": samples.names[k], "reason": row["error"]})
             continue
-        tried[k] = True
+        computed[k] = True
         energy[k] = row["energy"]
         if "energy_relaxed" in row:
             relaxed[k] = row["energy_relaxed"]
@@ -163,7 +163,7 @@ def run_xtb(samples: Samples, options: dict[str, Any]) -> dict[str, Any]:
     return {
         "energy_per_atom": energy * HARTREE_KCAL / samples.counts, "energy_hartree": energy,
         "delta_e": (relaxed - energy) * HARTREE_KCAL, "rmsd": rmsd, "converged": converged,
-        "steps": steps, "tried": tried, "not_computed": not_computed, "relax_failed": relax_failed,
+        "steps": steps, "computed": computed, "not_computed": not_computed, "relax_failed": relax_failed,
         "seconds": time.perf_counter() - t0,
     }
 
@@ -191,10 +191,10 @@ class XtbMetric(Metric):
     def compute(self, samples: Samples, reference: Any | None, space: Any | None = None):
         subset = samples.head(self.options["max_molecules"])
         res = run_xtb(subset, self.options)
-        tried = int(res["tried"].sum())
+        n_computed = int(res["computed"].sum())
         relaxed = np.isfinite(res["delta_e"])
         values = {
-            "xtb.computed": ratio(tried, len(subset)),
+            "xtb.computed": ratio(n_computed, len(subset)),
             "xtb.energy_per_atom": _median(res["energy_per_atom"]),
             "xtb.delta_e": _median(res["delta_e"]),
             "xtb.rmsd": _median(res["rmsd"]),
@@ -206,12 +206,12 @@ class XtbMetric(Metric):
         for row in res["not_computed"]:
             key = row["reason"].split(" (")[0]
             reasons[key] = reasons.get(key, 0) + 1
-        n_tried = max(1, int(res["tried"].sum()))
+        n_tried = max(1, n_computed)
         meta = {
             "method": f"{METHOD} (tblite {tblite_version()}), vacuum",
             "units": {"energy_per_atom": "kcal/mol per atom", "delta_e": "kcal/mol (relaxed - sample)",
                       "rmsd": "Å (heavy atoms, Kabsch)", "fmax": "Hartree/Bohr", "max_step": "Å"},
-            "molecules": len(subset), "computed": tried, "relaxed": int(relaxed.sum()),
+            "molecules": len(subset), "computed": n_computed, "relaxed": int(relaxed.sum()),
             "converged": int(res["converged"].sum()),
             "not_computed_by_reason": reasons, "not_computed": res["not_computed"][:200],
             "not_converged": res["relax_failed"][:200],
@@ -225,7 +225,7 @@ class XtbMetric(Metric):
                 {"molecule": subset.names[k], "energy_per_atom": float(res["energy_per_atom"][k]),
                  "delta_e": float(res["delta_e"][k]), "rmsd": float(res["rmsd"][k]),
                  "steps": int(res["steps"][k]), "converged": bool(res["converged"][k])}
-                for k in np.flatnonzero(res["tried"])[:1000]],
+                for k in np.flatnonzero(res["computed"])[:1000]],
         }
         if reference is not None:
             meta["reference"] = {k: reference[k] for k in ("molecules", "computed", "relaxed", "seconds")}
@@ -259,6 +259,6 @@ class XtbMetric(Metric):
             samples = Samples.from_dataset(reference).take(index)
         res = run_xtb(samples, self.options)
         return {"energy_per_atom": res["energy_per_atom"], "delta_e": res["delta_e"],
-                "rmsd": res["rmsd"], "molecules": len(samples), "computed": int(res["tried"].sum()),
+                "rmsd": res["rmsd"], "molecules": len(samples), "computed": int(res["computed"].sum()),
                 "relaxed": int(np.isfinite(res["delta_e"]).sum()), "seconds": round(res["seconds"], 2),
                 "not_computed": res["not_computed"][:50]}
