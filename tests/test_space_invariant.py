@@ -16,7 +16,7 @@ from rdkit import Chem
 from harness.core.chem import record_to_mol
 from harness.core.registry import SPACES
 from harness.core.types import LatentBatch, MolBatch
-from harness.core.geometry import aligned_squared_error, kabsch_rmsd
+from harness.core.geometry import aligned_squared_error, kabsch_rmsd, random_reflection, random_rotation
 from spaces._conformers import embed_coordinates, matched_rmsd
 from spaces._geometry import GeometryBatch, pair_features
 from spaces._topology import record_smiles, smiles_to_tokens
@@ -46,12 +46,10 @@ def test_batch(qm9_sample):
 
 
 # -- helpers ---------------------------------------------------------------------------------
-def random_rotation(gen: torch.Generator, proper: bool = True) -> torch.Tensor:
-    q, r = torch.linalg.qr(torch.randn(3, 3, generator=gen, dtype=torch.float64))
-    q = q * torch.sign(torch.diagonal(r))
-    if (torch.linalg.det(q) > 0) != proper:
-        q[:, 0] = -q[:, 0]
-    return q
+def random_orthogonal(gen: torch.Generator, proper: bool = True) -> torch.Tensor:
+    """A random rotation, or (``proper=False``) a rotation followed by a random mirror."""
+    rot = random_rotation(gen)
+    return rot if proper else random_reflection(gen) @ rot
 
 
 def transform_batch(batch: MolBatch, seed: int = 0, reflect: bool = False) -> MolBatch:
@@ -64,7 +62,7 @@ def transform_batch(batch: MolBatch, seed: int = 0, reflect: bool = False) -> Mo
     for b, n in enumerate(batch.n_atoms.tolist()):
         perm[b, :n] = torch.randperm(n, generator=gen)
     rows = torch.arange(B)[:, None]
-    rot = torch.stack([random_rotation(gen, proper=not reflect) for _ in range(B)])
+    rot = torch.stack([random_orthogonal(gen, proper=not reflect) for _ in range(B)])
     shift = torch.randn(B, 1, 3, generator=gen, dtype=torch.float64) * 5.0
     pos = (batch.pos @ rot.transpose(1, 2) + shift) * batch.mask[..., None]
     return MolBatch(atom_types=batch.atom_types[rows, perm], pos=pos[rows, perm],
