@@ -2,10 +2,11 @@
 
 Two renderings of the same events, chosen once per study:
 
-* ``"tty"`` (stdout is a terminal and the config allows bars): a status line per stage
-  (``[1/2 raw] train_generator  0:12``) with a live bar below it for training (step, loss,
-  ETA; a Lightning callback that replaces Lightning's own bar), and the library's own bars
-  for encoding and sampling; each finished stage leaves one line behind.
+* ``"tty"`` (stdout is a terminal and the config allows bars): a line when a stage starts
+  (``[1/2 raw] train_generator ...``), a live bar below it for training (step, loss, ETA;
+  a Lightning callback that replaces Lightning's own bar) and the library's own bars for
+  encoding and sampling, and a closing line with the stage's time. Lines go through
+  ``tqdm.write`` so they never tear a bar.
 * ``"lines"`` (output redirected, CI logs, ``progress: false``): plain lines, no carriage
   returns: one when a stage starts and one when it ends, and during training a step line
   about every tenth of the run (or every 60 s), so ``l3dg run ... > log.txt`` reads well.
@@ -29,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import math
 import sys
-import threading
 import time
 from collections import deque
 from typing import Any, Iterator, Sequence, TextIO
@@ -103,7 +103,7 @@ class StepMeter:
     """
 
     def __init__(self, view: "StudyProgress", total: float | None, desc: str, unit: str = "step",
-                 initial: int = 0, position: int = 1):
+                 initial: int = 0):
         self.view = view
         self.total = int(total) if total is not None and math.isfinite(total) and total > 0 else None
         self.desc = desc
@@ -116,11 +116,12 @@ class StepMeter:
         self.extra: dict[str, str] = {}
         self.every = max(1, math.ceil(self.total / 10)) if self.total else 50
         self.bar = None
+        self._closed = False
         if view.mode == "tty":
             from tqdm.auto import tqdm
 
             self.bar = tqdm(total=self.total, initial=self.n, desc=f"  {desc}", unit=unit,
-                            leave=False, position=position, file=view.stream, dynamic_ncols=True,
+                            leave=False, file=view.stream, dynamic_ncols=True,
                             smoothing=0.1)
         elif view.mode == "lines" and self.n:
             view.line(f"{desc}: resuming at {unit} {self.n}")
@@ -140,9 +141,10 @@ class StepMeter:
             self.bar.set_postfix(post, refresh=False)
             self.bar.update(self.n - step)
         elif self.view.mode == "lines":
+            # the last line waits for close(), so a final validation loss joins it
             now = time.perf_counter()
             crossed = self.n // self.every > step // self.every
-            if crossed or self.n == self.total or now - self.last_line > 60:
+            if self.n != self.total and self.n > step and (crossed or now - self.last_line > 60):
                 self.last_line = now
                 self.view.line(self.status())
 
@@ -164,6 +166,9 @@ class StepMeter:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+        elif self.view.mode == "lines" and self.n > self.start_n and not self._closed:
+            self.view.line(self.status())
+        self._closed = True
 
 
 class StudyProgress:
@@ -187,9 +192,6 @@ class StudyProgress:
             raise ValueError(f"progress mode must be one of {MODES}, got {self.mode!r}")
         self._skipped: dict[str, list[str]] = {}
         self._current: StageHandle | None = None
-        self._status = None
-        self._stop = threading.Event()
-        self._ticker: threading.Thread | None = None
 
     # -- what callers pass on -----------------------------------------------------------
     @property
@@ -251,20 +253,17 @@ class StudyProgress:
 
     @contextlib.contextmanager
     def stage(self, space: str, stage: str) -> Iterator[StageHandle]:
-        """Bracket one stage: a status line while it runs, one closing line after."""
+        """Bracket one stage: a line when it starts, one when it ends (with its time and
+        :func:`summarise` of ``handle.info``), or says it failed."""
         self._flush_skipped()
         handle = StageHandle(self.label(space), stage)
         self._current = handle
-        if self.mode == "lines":
-            self.line(f"{handle.label} {stage} ...")
-        elif self.mode == "tty":
-            self._open_status(handle)
+        self.line(f"{handle.label} {stage} ...")
         ok = False
         try:
             yield handle
             ok = True
         finally:
-            self._close_status()
             self._current = None
             elapsed = time.perf_counter() - handle.started
             if ok:
@@ -274,31 +273,6 @@ class StudyProgress:
             else:
                 self.line(f"{handle.label} {stage} failed after {_seconds(elapsed)}")
 
-    def _open_status(self, handle: StageHandle) -> None:
-        from tqdm.auto import tqdm
-
-        self._status = tqdm(total=None, desc=f"{handle.label} {handle.stage}", leave=False,
-                            position=0, file=self.stream, bar_format="{desc}  {elapsed}")
-        self._stop.clear()
-        self._ticker = threading.Thread(target=self._tick, daemon=True)
-        self._ticker.start()
-
-    def _tick(self) -> None:
-        while not self._stop.wait(1.0):
-            status = self._status
-            if status is not None:
-                status.refresh()
-
-    def _close_status(self) -> None:
-        self._stop.set()
-        if self._ticker is not None:
-            self._ticker.join(timeout=2)
-            self._ticker = None
-        if self._status is not None:
-            self._status.close()
-            self._status = None
-
     def close(self) -> None:
-        """End of the study: report pending skipped stages, stop the status line."""
-        self._close_status()
+        """End of the study: report stages still pending as skipped."""
         self._flush_skipped()

@@ -147,3 +147,16 @@ def test_off_view_writes_nothing(tmp_path):
         _fit(view, tmp_path, steps=2)
     view.close()
     assert stream.getvalue() == ""
+
+
+def test_terminal_view_draws_a_live_training_bar(tmp_path):
+    quiet.configure(quiet.NORMAL)
+    stream = _Tty()
+    view = StudyProgress("t", ["raw"], stream=stream, mode="tty")
+    with view.stage("raw", "train_generator") as st:
+        st.info = _fit(view, tmp_path)
+    text = stream.getvalue()
+    assert "[1/1 raw] train_generator ...\n" in text
+    assert "\r  training:   0%|" in text and "/8 [" in text and "step/s" in text   # a live bar
+    assert "\n" not in text.split("train_generator ...\n")[1].split("[1/1 raw]")[0]     # redrawn in place
+    assert text.rstrip().splitlines()[-1].endswith("(loss " + f"{st.info['final_loss']:.4g}, 8 steps)")
