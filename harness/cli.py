@@ -65,9 +65,10 @@ def _format_histogram(hist: dict[int, int], width: int = 40) -> str:
 
 @command("data")
 def cmd_data(args: argparse.Namespace) -> int:
+    from harness.cli_inputs import require_positive
     from harness.core.data import load_dataset
 
-    _require_positive(args, "subset")
+    require_positive(args, "subset")
     if args.dataset == "sdf" and not args.path:
         raise ValueError("the sdf dataset needs --path FILE_OR_FOLDER")
     options = {}
@@ -118,9 +119,10 @@ def cmd_data(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     if args.condition:
         return _eval_condition(args)
+    from harness.cli_inputs import require_positive
     from harness.evaluate import evaluate_source, format_table, table_rows
 
-    _require_positive(args, "limit")
+    require_positive(args, "limit")
     reference = None if str(args.reference).lower() in ("none", "") else args.reference
     result = evaluate_source(args.source, suite=args.suite, reference=reference, out=args.out,
                              limit=args.limit, progress=not args.quiet)
@@ -137,14 +139,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.out:
         print(f"\nwrote {args.out}")
     return 0
-
-
-def _require_positive(args: argparse.Namespace, *names: str) -> None:
-    """Integer options that must be >= 1 when given (``--n 0`` is a mistake, not a no-op)."""
-    for name in names:
-        value = getattr(args, name, None)
-        if value is not None and value < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
 
 
 def _eval_condition(args: argparse.Namespace) -> int:
@@ -188,8 +182,9 @@ def cmd_predictor(args: argparse.Namespace) -> int:
 # -- check-space ----------------------------------------------------------------------------
 @command("check-space")
 def cmd_check_space(args: argparse.Namespace) -> int:
+    from harness.cli_inputs import load_space_plugin
     from harness.conformance import run_conformance
-    from harness.core.registry import SPACES, load_builtins, load_plugin
+    from harness.core.registry import SPACES, load_builtins
 
     load_builtins()
     target = args.space
@@ -197,7 +192,7 @@ def cmd_check_space(args: argparse.Namespace) -> int:
     if target in before and not target.endswith(".py"):
         names = [target]
     else:
-        _load_space_plugin(target, sorted(before))
+        load_space_plugin(target, sorted(before))
         names = [n for n in SPACES.names() if before.get(n) is not SPACES.get(n)]
         if args.name:
             names = [args.name]
@@ -213,26 +208,6 @@ def cmd_check_space(args: argparse.Namespace) -> int:
         print(report.table())
         ok &= report.passed
     return 0 if ok else 1
-
-
-def _load_space_plugin(target: str, registered: list[str]) -> None:
-    """Import a user space file/module, with one-line errors for the usual mistakes."""
-    from pathlib import Path
-
-    from harness.core.registry import load_plugin
-
-    hint = f"registered spaces: {', '.join(registered)}; or a .py file / module that registers one"
-    path = Path(target)
-    if path.is_dir() or (path.is_file() and path.suffix != ".py"):
-        raise ValueError(f"{target} is not a Python file ({hint})")
-    if path.suffix == ".py" and not path.exists():
-        raise FileNotFoundError(f"{target} does not exist")
-    try:
-        load_plugin(target)
-    except ModuleNotFoundError as err:
-        if err.name and target.split(".")[0] == err.name.split(".")[0]:
-            raise ValueError(f"unknown space {target!r} ({hint})") from None
-        raise
 
 
 def _parse_overrides(items: list[str]) -> dict:
@@ -291,9 +266,10 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 @command("sample")
 def cmd_sample(args: argparse.Namespace) -> int:
+    from harness.cli_inputs import require_positive
     from harness.study import Study
 
-    _require_positive(args, "n", "steps")
+    require_positive(args, "n", "steps")
     study = Study.resume(args.run_dir)
     names = [args.space] if args.space else list(study.config.spaces)
     for name in names:

@@ -28,9 +28,11 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
+
 from harness.core.io import atomic_write_json
 
-__all__ = ["evaluate_source", "format_table", "load_samples", "table_rows"]
+__all__ = ["NoUsableMolecules", "evaluate_source", "format_table", "load_samples", "table_rows"]
 
 
 def _log(progress: bool, message: str) -> None:
@@ -38,9 +40,48 @@ def _log(progress: bool, message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
+class NoUsableMolecules(ValueError):
+    """The source holds no molecule that can be scored (empty, text only, all records bad)."""
+
+
 def _is_file_source(source: str) -> bool:
     path = Path(source)
     return path.suffix.lower() in (".sdf", ".xyz") or path.is_dir()
+
+
+def _check_source(source: str) -> None:
+    """A missing path is reported as a missing path, not as an unknown dataset."""
+    if _is_file_source(source) or source.startswith("sdf:"):
+        return
+    from harness.core.registry import DATASETS, load_builtins
+
+    load_builtins()
+    if source.partition(":")[0] in DATASETS.names():
+        return
+    if Path(source).exists():
+        raise ValueError(f"{source}: not an .sdf or .xyz file or a folder of them")
+    raise FileNotFoundError(f"{source} does not exist (not a file or folder, and not a "
+                            f"dataset: {', '.join(DATASETS.names())})")
+
+
+def _check_limit(limit: int | None) -> None:
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be a positive integer, got {limit!r}")
+
+
+def _degenerate(records) -> list[dict]:
+    """Records with :func:`~harness.core.chem.geometry_problem` coordinates (huge values,
+    coincident atoms). They are scored, as invalid: their bonds are dropped, so the
+    bond-based metrics ask for perception, which refuses them."""
+    from harness.core.chem import geometry_problem
+
+    out = []
+    for k, r in enumerate(records):
+        problem = geometry_problem(r.pos) if np.isfinite(r.pos).all() else None
+        if problem:
+            r.bonds = np.zeros((0, 3), np.int64)
+            out.append({"index": k, "name": r.name, "reason": problem})
+    return out
 
 
 def load_samples(source: str, limit: int | None = None):
@@ -48,31 +89,47 @@ def load_samples(source: str, limit: int | None = None):
 
     Files are read with bond perception off so that bonds present in the file are kept as
     ``file`` bonds and the rest are perceived (and labelled) by the bond-based metrics.
+    Unparseable records are skipped (``metadata.skipped``); molecules with impossible
+    geometry are kept and count as invalid (``description.degenerate_geometry``).
+
+    Raises:
+        FileNotFoundError: the path does not exist.
+        NoUsableMolecules: nothing to score (empty file, text only, every record bad).
     """
     from metrics.samples import Samples
 
+    _check_limit(limit)
+    _check_source(source)
     if _is_file_source(source):
         from harness.core.chem import molecule_files, read_molecules
 
         root = Path(source)
         if not root.exists():
-            raise FileNotFoundError(f"eval: {root} does not exist")
+            raise FileNotFoundError(f"{root} does not exist")
         files = molecule_files(root)
-        pairs, skip = read_molecules(root, None, perceive=False)
+        pairs, skip = read_molecules(root, None, perceive=False, check_geometry=False)
         records = [r for r, _ in pairs]
         skipped = [{"source": s.source, "index": s.index, "reason": s.reason} for s in skip]
+        if not records:
+            reasons = "; ".join(str(s) for s in skip[:3]) or "no records"
+            raise NoUsableMolecules(f"{root}: no molecule to score ({len(skip)} record(s) "
+                                    f"skipped: {reasons})")
         read = len(records)
         if limit is not None:
             records = records[:limit]
+        degenerate = _degenerate(records)
         samples = Samples.from_records(records, "auto", skipped=skipped)
         samples.bond_origin = "file"
         description = {"kind": "file", "path": str(root), "files": [str(f) for f in files],
                        "records_read": read, "records_skipped": len(skipped),
-                       "parsed_fraction": read / (read + len(skipped)) if read + len(skipped) else math.nan}
+                       "parsed_fraction": read / (read + len(skipped)) if read + len(skipped) else math.nan,
+                       "degenerate_geometry": degenerate}
         return samples, description
     from harness.core.data import load_source
 
     dataset = load_source(source)
+    if len(dataset) == 0:
+        raise NoUsableMolecules(f"{source}: the split holds no molecule")
     samples = Samples.from_dataset(dataset, limit=limit)
     description = {"kind": "dataset", "name": getattr(dataset, "name", source),
                    "fingerprint": getattr(dataset, "fingerprint", ""), "molecules": len(dataset)}
@@ -145,6 +202,8 @@ def evaluate_source(source: str, suite: str = "qm9/v1", reference: str | None = 
     from metrics import score_molecules as score
 
     t0 = time.perf_counter()
+    if out is not None and Path(out).is_dir():
+        raise ValueError(f"--out {out} is a directory; give a file name, e.g. {Path(out) / 'metrics.json'}")
     _log(progress, f"eval {source} with {suite}")
     samples, description = load_samples(source, limit)
     reference_ds = None

@@ -110,3 +110,181 @@ def _assert_same(a, b):
         assert a.dtype == b.dtype and np.array_equal(a, b)
     else:
         assert a == b or (a != a and b != b)
+
+
+# -- sdf bytes and RDKit reasons ---------------------------------------------------------------
+def _with_bad_record(bad: bytes) -> bytes:
+    """Records 0 and 2 of the sample, with ``bad`` as record 1."""
+    return BLOCKS[0] + bad + BLOCKS[2]
+
+
+_RECORD1 = BLOCKS[1]
+SDF_VARIANTS = {   # name -> (record 1 bytes, record 1 survives)
+    "0xff-in-atom-line": (_RECORD1.replace(b" C   0", b" \xff   0", 1), False),
+    "latin1-in-coordinates": (_RECORD1.replace(b"0.0", b"0.\xe90", 1), False),
+    "0xff-in-counts-line": (_RECORD1.replace(b"V2000", b"V2000\xff", 1), False),
+    "nul-in-atom-line": (_RECORD1.replace(b" C   0", b" C\x00  0", 1), False),
+    "element-Xx": (_RECORD1.replace(b" C   0", b" Xx  0", 1), False),
+    "lone-0xff-record": (b"\xff\n$$$$\n", False),
+    "latin1-title": (b"caf\xe9\n" + _RECORD1.split(b"\n", 1)[1], True),
+    "0xff-in-property": (_RECORD1.replace(b"M  END\n", b"M  END\n>  <note>\n\xff\xfe\n\n", 1), True),
+}
+
+
+@pytest.mark.parametrize("layout", ["file", "folder"])
+@pytest.mark.parametrize("variant", sorted(SDF_VARIANTS))
+def test_bad_bytes_or_elements_cost_only_their_record(tmp_path, capfd, variant, layout):
+    bad, survives = SDF_VARIANTS[variant]
+    if layout == "file":
+        target = tmp_path / "mixed.sdf"
+        target.write_bytes(_with_bad_record(bad))
+        expected = 3 if survives else 2
+    else:
+        target = tmp_path / "folder"
+        target.mkdir()
+        (target / "a_good.sdf").write_bytes(b"".join(BLOCKS[3:6]))
+        (target / "b_bad.sdf").write_bytes(_with_bad_record(bad))
+        (target / "c_good.sdf").write_bytes(b"".join(BLOCKS[6:8]))
+        expected = 5 + (3 if survives else 2)
+    pairs, skipped = chem.read_molecules(target)
+    assert len(pairs) == expected
+    if survives:
+        assert not skipped
+    else:
+        (s,) = skipped
+        assert s.source.endswith("mixed.sdf" if layout == "file" else "b_bad.sdf") and s.index == 1
+        assert "\n" not in s.reason and "Stacktrace" not in s.reason and len(s.reason) < 200
+    assert "Stacktrace" not in capfd.readouterr().err
+
+
+# -- geometry ------------------------------------------------------------------------------------
+def _broken(kind: str):
+    """Record 1 of the sample with one atom far away (``huge``) or on top of another."""
+    from harness.core.data import load_dataset
+
+    ds = load_dataset("sdf", path=QM9_SAMPLE)
+    good, bad = ds[0], ds[1]
+    pos = bad.pos.copy()
+    pos[-1] = [5e4, 0.0, 0.0] if kind == "huge" else pos[0]
+    bad.pos = pos
+    bad.name = kind
+    return good, bad
+
+
+@pytest.mark.parametrize("where", ["dataset", "scoring"])
+@pytest.mark.parametrize("kind", ["huge", "coincident"])
+def test_impossible_geometry_is_skipped_in_data_and_invalid_in_scoring(tmp_path, kind, where):
+    from harness.core.data import load_dataset
+    from harness.evaluate import evaluate_source
+
+    good, bad = _broken(kind)
+    path = chem.write_sdf([chem.record_to_mol(good), chem.record_to_mol(bad)], tmp_path / "m.sdf")
+    reason = "limit 1000" if kind == "huge" else "coincident"
+    if where == "dataset":
+        ds = load_dataset("sdf", path=path)
+        assert len(ds) == 1 and ds[0].name == good.name
+        (skip,) = ds.info["skipped"]
+        assert skip["record"] == 1 and reason in skip["reason"]
+    else:
+        result = evaluate_source(str(path), suite="rdkit/v1", reference=None, progress=False)
+        assert result["metrics"]["input.scored_fraction"] == 1.0         # scored, not dropped
+        assert result["metrics"]["rdkit.validity"] == 0.5                 # ... as invalid
+        (flag,) = result["metadata"]["source"]["degenerate_geometry"]
+        assert flag["index"] == 1 and reason in flag["reason"]
+
+
+@pytest.mark.parametrize("kind", ["huge", "coincident"])
+def test_bond_perception_refuses_impossible_geometry_instead_of_crashing(kind):
+    """RDKit's DetermineBonds segfaults on coincident atoms: checked in a child process."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.path.insert(0, 'tests'); from test_hardening_inputs import _broken; "
+            "from harness.core.chem import perceive_bonds, RecordError\n"
+            f"good, bad = _broken({kind!r})\n"
+            "try:\n    perceive_bonds(bad.numbers, bad.pos)\n    print('accepted')\n"
+            "except RecordError as err:\n    print('refused:', err)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=Path(__file__).parents[1], timeout=120)
+    assert out.returncode == 0, out.stderr[-500:]
+    assert out.stdout.startswith("refused: bond perception refused")
+
+
+# -- xyz resync -----------------------------------------------------------------------------------
+def _frame(n, title, atoms):
+    return f"{n}\n{title}\n" + "".join(atoms)
+
+
+_ATOMS = ["C 0.0 0.0 0.0\n", "O 1.2 0.0 0.0\n", "H -0.6 0.9 0.0\n", "H -0.6 -0.9 0.0\n"]
+XYZ_CASES = {  # name -> (text, kept titles, skipped count)
+    "count-too-big": (_frame(4, "a", _ATOMS) + _frame(9, "b", _ATOMS) + _frame(4, "c", _ATOMS),
+                      ["a", "c"], 1),
+    "count-too-small": (_frame(4, "a", _ATOMS) + _frame(2, "b", _ATOMS) + _frame(4, "c", _ATOMS),
+                        ["a", "c"], 1),
+    "garbage-count-line": (_frame(4, "a", _ATOMS) + _frame("x4", "b", _ATOMS)
+                           + _frame(4, "c", _ATOMS), ["a", "c"], 1),
+    "truncated-last-frame": (_frame(4, "a", _ATOMS) + _frame(4, "b", _ATOMS[:2]), ["a"], 1),
+    "zero-count": (_frame(4, "a", _ATOMS) + "0\nempty\n" + _frame(4, "c", _ATOMS), ["a", "c"], 1),
+    "integer-titles": (_frame(4, "7", _ATOMS) + _frame(4, "8", _ATOMS), ["7", "8"], 0),
+    "blank-line-separators": (_frame(4, "a", _ATOMS) + "\n\n" + _frame(4, "b", _ATOMS) + "\n",
+                              ["a", "b"], 0),
+    "leading-text": ("hello\nworld\n" + _frame(4, "a", _ATOMS), ["a"], 1),
+}
+
+
+@pytest.mark.parametrize("case", sorted(XYZ_CASES))
+def test_xyz_wrong_count_costs_exactly_one_frame(tmp_path, case):
+    text, kept, n_skipped = XYZ_CASES[case]
+    path = tmp_path / "t.xyz"
+    path.write_text(text)
+    records, skipped = chem.read_xyz(path, perceive=False)
+    assert [r.name for r in records] == kept
+    assert len(skipped) == n_skipped
+    assert all("\n" not in s.reason for s in skipped)
+
+
+# -- cli: one-line errors, exit 2 ----------------------------------------------------------------
+def _cli_inputs(tmp_path: Path) -> dict[str, Path]:
+    files = {"empty": tmp_path / "empty.sdf", "text": tmp_path / "text.sdf",
+             "bad": tmp_path / "bad.sdf", "good": tmp_path / "good.sdf"}
+    files["empty"].write_bytes(b"")
+    files["text"].write_text("just some text\nnot a molecule\n")
+    files["bad"].write_bytes(SDF_VARIANTS["element-Xx"][0] + SDF_VARIANTS["0xff-in-atom-line"][0])
+    files["good"].write_bytes(BLOCKS[0])
+    (tmp_path / "outdir").mkdir()
+    return files
+
+
+CLI_CASES = {  # name -> (argv with {tmp} placeholders, expected text in the error line)
+    "eval-empty-file": (["eval", "{tmp}/empty.sdf"], "no molecule to score"),
+    "eval-text-file": (["eval", "{tmp}/text.sdf"], "no molecule to score"),
+    "eval-all-bad-file": (["eval", "{tmp}/bad.sdf"], "no molecule to score"),
+    "eval-missing-path": (["eval", "{tmp}/nosuch"], "does not exist"),
+    "eval-missing-sdf": (["eval", "{tmp}/nosuch.sdf"], "does not exist"),
+    "eval-out-directory": (["eval", "{tmp}/good.sdf", "--out", "{tmp}/outdir"], "is a directory"),
+    "eval-limit-negative": (["eval", "{tmp}/good.sdf", "--limit", "-1"], "--limit must be a positive"),
+    "eval-limit-zero": (["eval", "{tmp}/good.sdf", "--limit", "0"], "--limit must be a positive"),
+    "data-qm9-negative-subset": (["data", "qm9", "--subset", "-5"], "--subset must be a positive"),
+    "data-sdf-without-path": (["data", "sdf"], "needs --path"),
+    "sample-n-zero": (["sample", "{tmp}", "--n", "0"], "--n must be a positive"),
+    "sample-steps-zero": (["sample", "{tmp}", "--steps", "0"], "--steps must be a positive"),
+    "check-space-unknown-name": (["check-space", "nosuch"], "unknown space 'nosuch'"),
+    "check-space-sdf-file": (["check-space", "{tmp}/good.sdf"], "is not a Python file"),
+    "check-space-missing-py": (["check-space", "{tmp}/nosuch.py"], "does not exist"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CLI_CASES))
+def test_user_errors_are_one_line_and_exit_2(tmp_path, capsys, case):
+    _cli_inputs(tmp_path)
+    argv, expected = CLI_CASES[case]
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    if argv[0] == "eval":
+        argv += ["--reference", "none", "--suite", "edm/v1", "--quiet"]
+    assert main(argv) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(err) == 1 and expected in err[0] and err[0].startswith(f"l3dg {argv[0]}: error: ")
+    assert "Traceback" not in err[0]
+    if case == "eval-out-directory":
+        with pytest.raises(ValueError, match="is a directory"):
+            main(argv + ["--debug"])                     # --debug shows the real exception

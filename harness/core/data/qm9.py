@@ -200,6 +200,9 @@ def load_qm9(subset: int | None = None, remove_h: bool = False, cache_dir: str |
         workers: processes for bond perception on a cold cache.
         rebuild: ignore an existing cache.
     """
+    if subset is not None and (isinstance(subset, bool) or not float(subset).is_integer()
+                               or int(subset) < 1):
+        raise ValueError(f"qm9: subset must be a positive integer, got {subset!r}")
     t0 = time.perf_counter()
     root = Path(cache_dir) if cache_dir else default_cache_dir()
     cache = DatasetCache(root, "qm9", qm9_fingerprint())
