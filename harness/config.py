@@ -116,6 +116,9 @@ class StudyConfig:
 
     study: str = "study"
     seed: int = 0
+    #: repeat the whole study once per seed (``runs/<study>/seed-<k>/``) and report the mean
+    #: over seeds with its spread (harness/seeds.py); empty = the single ``seed``
+    seeds: list[int] = field(default_factory=list)
     output_dir: str = "runs"
     #: user component files/modules to import first (their spaces become usable by name)
     plugins: list[str] = field(default_factory=list)

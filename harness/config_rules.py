@@ -71,6 +71,9 @@ def check_values(config: Any) -> None:
     """Every value rule on a built ``StudyConfig`` (each space's effective generator config
     included); raises :class:`ConfigError` naming the first bad key."""
     safe_name(config.study, "config key 'study'")
+    if any(not isinstance(k, int) or isinstance(k, bool) or k < 0 for k in config.seeds) \
+            or len(set(config.seeds)) != len(config.seeds):
+        raise ConfigError(f"config key 'seeds' must be distinct non-negative integers, got {config.seeds!r}")
     for key, rule in _RULES:
         _check(_get(config, key), rule, key)
     for space in config.spaces:

@@ -221,6 +221,9 @@ def write_report(root: str | Path) -> Path:
               "says `relaxed`. The `reference` row scores the dataset's own test molecules "
               "(bonds perceived from coordinates) with the same suite.", "",
               results_table(rows, markdown=True), "",
+              *([f"Each row is the mean over seeds {config['seeds']} (one full study per seed in "
+                 "`seed-<k>/`); its interval is the 95 % Student-t interval of that mean.", ""]
+                if config.get("seeds") else []),
               "Cells are value ± half-width of the 95 % interval (Wilson for proportions, "
               "bootstrap over molecules otherwise); `*` marks a column's best space and `≈` a "
               "space within noise of it. 2D = graph metrics, 3D = geometry metrics. "

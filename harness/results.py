@@ -205,6 +205,10 @@ def collect_results(root: Path) -> dict[str, Any]:
         except (OSError, ValueError, KeyError, TypeError):
             rows["reference"] = {"values": {}, "seconds": {}, "error": f"{ref} is unreadable"}
     config = read_run_config(root)
+    if config.get("seeds"):
+        from harness.seeds import aggregate
+
+        return aggregate(root, config["seeds"])
     for name in (config.get("spaces") or {}):
         path = root / name / "metrics.json"
         try:

@@ -140,7 +140,20 @@ class Study:
         (used to test resume).
         """
         with RunDirLock(self.root):
+            if self.config.seeds:
+                return self._run_seeds()
             return self._run(stop_after, spaces)
+
+    def _run_seeds(self) -> dict[str, Any]:
+        from harness.report import write_report
+        from harness.seeds import run_seeds
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.root / "config.yaml", yaml.safe_dump(self.config.to_dict(), sort_keys=False))
+        rows = run_seeds(self)
+        atomic_write_json(self.root / "results.json", rows)
+        write_report(self.root)
+        return rows
 
     def _run(self, stop_after: str | None, spaces: list[str] | None) -> dict[str, Any]:
         torch.manual_seed(self.config.seed)

@@ -74,6 +74,8 @@ def fmt_ci(x: float, ci: list[float] | None) -> str:
     if ci is None or not math.isfinite(x) or not all(math.isfinite(c) for c in ci):
         return fmt(x)
     half = (ci[1] - ci[0]) / 2
+    if half == 0 and x != 0 and abs(x) < 0.01:
+        return f"{fmt(x)}±0"
     if abs(x) <= 1:
         if half >= 0.005 or half == 0:
             return f"{x:.2f}±{_half(half)}"

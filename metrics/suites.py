@@ -14,6 +14,8 @@ Built-in suites:
 ``qm9/v1``         edm + rdkit + distributions + chemistry (MMFF on <= 200 molecules)
                    + PoseBusters (first 100 samples) + FCD (<= 1000 samples vs 10k reference)
 ``qm9/v1-core``    qm9/v1 without the slow members (MMFF, PoseBusters, FCD): quick studies
+``qm9/v2-core``    qm9/v1-core + FCD (<= 1000 samples): the default study's suite (quality/v2
+                   needs a distribution term that decoded noise cannot fake)
 ``qm9/v1-full``    qm9/v1 with no sample caps (FCD reference: 100k molecules)
 ``xtb/v1``         GFN2-xTB single point, relaxation ΔE / heavy-atom RMSD, energy W1/TV/JSD
                    (first 200 samples; reference: 200 seeded reference molecules)
@@ -121,6 +123,10 @@ define_suite("qm9/v1", [
 define_suite("qm9/v1-core", [
     _EDM, _RDKIT, _DIST, ("chemistry", 1, {"mmff_max_molecules": 0}),
 ], "qm9/v1 without MMFF, PoseBusters and FCD (fast path for quick studies)")
+define_suite("qm9/v2-core", [
+    _EDM, _RDKIT, _DIST, ("chemistry", 1, {"mmff_max_molecules": 0}),
+    ("fcd", 1, {"max_molecules": 1000, "reference_size": 10000}),
+], "qm9/v1-core + FCD: the quick suite whose distribution term tells a generator from noise")
 define_suite("qm9/v1-full", [
     _EDM, _RDKIT, _DIST,
     ("chemistry", 1, {"mmff_max_molecules": None}),
