@@ -210,6 +210,13 @@ def time_table(rows: Mapping[str, Any], spaces: Sequence[str]) -> str:
             f'<tbody>{"".join(body)}</tbody></table></div>')
 
 
+def _row_errors(rows: Mapping[str, Any]) -> str:
+    """Rows the study could not fill (a missing or damaged metrics file), named."""
+    errors = [f"<li><b>{_esc(n)}</b>: {_esc(r['error'])}</li>" for n, r in rows.items()
+              if isinstance(r, Mapping) and r.get("error")]
+    return f'<ul class="note">{"".join(errors)}</ul>' if errors else ""
+
+
 # -- page -------------------------------------------------------------------------------------
 def _plots(root: Path) -> str:
     parts = []
@@ -307,6 +314,7 @@ def render(root: Path, limit: int = 24) -> str:
 coordinates) with the same suite. Best space per column in bold; ↑/↓ higher/lower is better;
 intervals in brackets where the study recorded them. Hover a cell for full precision.</p>
 {results_table(rows, table_columns())}
+{_row_errors(rows)}
 <details><summary>All metrics</summary>{all_metrics_table(rows)}</details>
 </section>
 <section id="samples"><h2>Samples</h2>

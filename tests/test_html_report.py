@@ -132,3 +132,15 @@ def test_the_error_hook_catches_a_broken_script(page, tmp_path):
     proc = _chromium(bad.as_uri(), tmp_path, "--dump-dom")
     assert "notDefinedAnywhere is not defined" in re.search(r"<html[^>]*>", proc.stdout).group(0)
     assert any("Uncaught ReferenceError" in ln for ln in proc.stderr.splitlines())
+
+
+def test_rows_with_errors_are_named(run_dir, tmp_path):
+    import shutil as sh
+
+    copy = tmp_path / "run"
+    sh.copytree(run_dir, copy)
+    rows = json.loads((copy / "results.json").read_text())
+    rows["flat"] = {"values": {}, "seconds": {}, "error": "flat/metrics.json is unreadable"}
+    (copy / "results.json").write_text(json.dumps(rows))
+    text = write_html_report(copy).read_text()
+    assert "<b>flat</b>: flat/metrics.json is unreadable" in text
