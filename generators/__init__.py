@@ -16,7 +16,10 @@ Networks and training:
   sampling loop and the atom-count prior; ``generators.data`` — the latent DataModule
   (exact resume); ``generators.trainer`` — Trainer, loggers, atomic and safe checkpoint IO.
 * ``generators.base.LatentGenerator`` — the shared LightningModule (denoiser, EMA, AdamW,
-  training step); ``generators.module.DiffusionGenerator`` — the diffusion family.
+  training step); ``generators.module.DiffusionGenerator`` — the diffusion family;
+  ``generators.flow_module.FlowGenerator`` — the flow-matching family (``family: flow``;
+  math in ``generators.flow``, ODE samplers ``euler``/``midpoint``/``heun``/``dopri5`` in
+  ``generators.flow_samplers``).
 
 :func:`build_generator` and :func:`load_generator` pick the family from the config. The
 Lightning modules are imported lazily so that loading the registries does not import
@@ -26,8 +29,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["DiffusionGenerator", "LatentGenerator", "GeneratorConfig", "build_generator",
-           "load_generator", "generator_class"]
+__all__ = ["DiffusionGenerator", "FlowGenerator", "LatentGenerator", "GeneratorConfig",
+           "build_generator", "load_generator", "generator_class", "check_sampler"]
 
 
 def generator_class(family: str = "diffusion"):
@@ -36,7 +39,11 @@ def generator_class(family: str = "diffusion"):
         from .module import DiffusionGenerator
 
         return DiffusionGenerator
-    raise ValueError(f"unknown generator family {family!r}; valid families: diffusion")
+    if family == "flow":
+        from .flow_module import FlowGenerator
+
+        return FlowGenerator
+    raise ValueError(f"unknown generator family {family!r}; valid families: diffusion, flow")
 
 
 def build_generator(spec, config=None, *, context_dim: int | None = None, seed: int = 0):
@@ -46,6 +53,23 @@ def build_generator(spec, config=None, *, context_dim: int | None = None, seed: 
     config = GeneratorConfig.from_dict(config)
     return generator_class(getattr(config, "family", "diffusion"))(
         spec, config, context_dim=context_dim, seed=seed)
+
+
+def check_sampler(family: str, sampler: str) -> None:
+    """Raise a KeyError naming ``sampling.sampler`` when ``sampler`` cannot drive a
+    generator of ``family`` (flow: ``euler``, ``midpoint``, ``heun``, ``dopri5``, and
+    ``ddim`` = ``euler``; diffusion: ``ddpm``, ``ddim``, ``dpm_solver++``)."""
+    from harness.core.registry import SAMPLERS
+
+    from .flow_samplers import FLOW_ALIASES
+
+    cls = SAMPLERS.get(FLOW_ALIASES.get(sampler, sampler) if family == "flow" else sampler)
+    have = getattr(cls, "family", "diffusion")
+    if have != family:
+        valid = [n for n in SAMPLERS.names() if getattr(SAMPLERS.get(n), "family", "diffusion")
+                 == family] + (["ddim"] if family == "flow" else [])
+        raise KeyError(f"config key 'sampling.sampler': {sampler!r} is a {have} sampler but "
+                       f"generator.family is {family!r}; valid samplers: {', '.join(valid)}")
 
 
 def load_generator(path: str | Path, map_location="cpu"):
@@ -77,6 +101,10 @@ def __getattr__(name: str):
         from .module import DiffusionGenerator
 
         return DiffusionGenerator
+    if name == "FlowGenerator":
+        from .flow_module import FlowGenerator
+
+        return FlowGenerator
     if name == "LatentGenerator":
         from .base import LatentGenerator
 

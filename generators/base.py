@@ -87,6 +87,8 @@ class LatentGenerator(pl.LightningModule):
                  *, context_dim: int | None = None, seed: int = 0, **overrides):
         super().__init__()
         spec = spec_from_dict(spec)
+        if not isinstance(config, GeneratorConfig) and "family" not in (config or {}):
+            overrides.setdefault("family", self.family)     # the class names the family
         config = GeneratorConfig.from_dict(config)
         kwargs = overrides.pop("denoiser_kwargs", None)
         if overrides:
@@ -94,9 +96,9 @@ class LatentGenerator(pl.LightningModule):
         if kwargs is not None:   # shorthand: options of the denoiser this spec will use
             name = config.denoiser_for(spec_from_dict(spec).kind)[0]
             config = config.replace(denoiser_options={**config.denoiser_options, name: dict(kwargs)})
-        if getattr(config, "family", self.family) != self.family:
-            raise ValueError(f"config.family is {config.family!r}; build it with "
-                             f"generators.build_generator or the {config.family} class")
+        if config.family != self.family:
+            raise ValueError(f"config key 'generator.family' is {config.family!r}, but this is "
+                             f"the {self.family} class; use generators.build_generator")
         if context_dim is None:
             context_dim = len(config.context)
         if not isinstance(context_dim, int) or context_dim < 0:
@@ -153,15 +155,16 @@ class LatentGenerator(pl.LightningModule):
     def denormalize(self, z: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         return self.normalizer.denormalize(z, mask)
 
-    def _net(self, net, z: torch.Tensor, tf: torch.Tensor, mask, ctx) -> torch.Tensor:
+    def _net(self, net, z: torch.Tensor, tf: torch.Tensor, mask, ctx, **extra) -> torch.Tensor:
         """Run a denoiser on the packed latent at network time ``tf [B]`` in ``[0, 1]``
-        (1 = pure noise); output projected into the subspace."""
+        (1 = pure noise); output projected into the subspace. ``extra`` keywords go to the
+        network (self-conditioning inputs)."""
         if self.layout.per_atom:
             h, x = self.layout.split(z)
-            oh, ox = net(h, x, mask, tf, ctx)
+            oh, ox = net(h, x, mask, tf, ctx, **extra)
             out = self.layout.pack(oh, ox)
         else:
-            out = net(z, tf, ctx)
+            out = net(z, tf, ctx, **extra)
         return self.layout.project(out, mask)
 
     def _generator(self, *key: int) -> torch.Generator:

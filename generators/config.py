@@ -15,26 +15,62 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["GeneratorConfig", "PREDICTIONS", "NORMALIZATIONS"]
+__all__ = ["GeneratorConfig", "FlowConfig", "PREDICTIONS", "NORMALIZATIONS", "FAMILIES",
+           "FLOW_PREDICTIONS", "TIME_SAMPLINGS"]
 
 PREDICTIONS = ("eps", "x0", "v")
 NORMALIZATIONS = ("none", "standard")
+FAMILIES = ("diffusion", "flow")
+FLOW_PREDICTIONS = ("velocity", "x1")
+TIME_SAMPLINGS = ("uniform", "logit_normal")
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    """Knobs of the flow-matching family (``family: flow``; see ``generators/flow.py``)."""
+
+    #: what the network predicts: the velocity ``x1 - x0`` or the data point ``x1``
+    prediction: str = "velocity"
+    #: training times: ``uniform`` on [0, 1] or ``logit_normal`` (``sigmoid(N(mean, std))``)
+    time_sampling: str = "uniform"
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
+    #: minibatch optimal-transport pairing of noise and data (per-atom coordinates are
+    #: Kabsch-aligned before pairing; molecules pair only with noise of their own size)
+    ot_coupling: bool = False
+    #: feed the previous x1 estimate back to the network (Chen et al., 2022)
+    self_conditioning: bool = False
+
+    def __post_init__(self) -> None:
+        if self.prediction not in FLOW_PREDICTIONS:
+            raise ValueError(f"config key 'generator.flow.prediction' must be one of "
+                             f"{', '.join(FLOW_PREDICTIONS)}, got {self.prediction!r}")
+        if self.time_sampling not in TIME_SAMPLINGS:
+            raise ValueError(f"config key 'generator.flow.time_sampling' must be one of "
+                             f"{', '.join(TIME_SAMPLINGS)}, got {self.time_sampling!r}")
+        if not self.logit_std > 0:
+            raise ValueError(f"config key 'generator.flow.logit_std' must be > 0, got "
+                             f"{self.logit_std!r}")
 
 
 @dataclass(frozen=True)
 class GeneratorConfig:
     """The shared latent generator (see ``generators/``)."""
 
+    #: generator family: ``diffusion`` (Gaussian diffusion) or ``flow`` (flow matching)
+    family: str = "diffusion"
     #: "auto" = mlp for vector latents, egnn for per-atom latents
     denoiser: str = "auto"
     #: denoiser options by denoiser name, e.g. {mlp: {width: 512, depth: 4}}
     denoiser_options: dict[str, dict[str, Any]] = field(default_factory=dict)
-    #: noise schedule (``polynomial_2``, any ``polynomial_<p>``, ``cosine``, ``linear``)
+    #: diffusion: noise schedule (``polynomial_2``, any ``polynomial_<p>``, ``cosine``, ``linear``)
     schedule: str = "polynomial_2"
-    #: T of the training discretisation
+    #: diffusion: T of the training discretisation
     timesteps: int = 500
-    #: what the network predicts: eps, x0 or v
+    #: diffusion: what the network predicts: eps, x0 or v
     prediction: str = "eps"
+    #: flow matching: prediction, time sampling, OT coupling, self-conditioning
+    flow: FlowConfig = field(default_factory=FlowConfig)
     #: "none" (diffuse the latent as the space gives it) or "standard" (per-feature scaling)
     normalize: str = "none"
     #: AdamW (betas 0.9 / 0.999)
@@ -55,6 +91,12 @@ class GeneratorConfig:
         def bad(key: str, why: str):
             raise ValueError(f"config key 'generator.{key}' {why}")
 
+        if isinstance(self.flow, dict):          # from YAML / checkpoints
+            object.__setattr__(self, "flow", _flow_from_dict(self.flow))
+        if self.family not in FAMILIES:
+            bad("family", f"must be one of {', '.join(FAMILIES)}, got {self.family!r}")
+        if not isinstance(self.flow, FlowConfig):
+            bad("flow", f"must be a mapping of flow options, got {self.flow!r}")
         if self.prediction not in PREDICTIONS:
             bad("prediction", f"must be one of {', '.join(PREDICTIONS)}, got {self.prediction!r}")
         if self.normalize not in NORMALIZATIONS:
@@ -109,3 +151,12 @@ class GeneratorConfig:
         if name == "auto":
             name = "mlp" if kind == "vector" else "egnn"
         return name, dict(self.denoiser_options.get(name, {}))
+
+
+def _flow_from_dict(data: dict[str, Any]) -> FlowConfig:
+    names = {f.name for f in dataclasses.fields(FlowConfig)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"unknown config key 'generator.flow.{unknown[0]}'; valid keys in "
+                         f"'generator.flow': {', '.join(sorted(names))}")
+    return FlowConfig(**data)

@@ -27,6 +27,11 @@ Built-in samplers (``SAMPLERS`` registry):
 * ``ddim`` — Song et al. (2021); ``eta = 0`` is deterministic, ``eta = 1`` equals ``ddpm``.
 * ``dpm_solver++`` — DPM-Solver++(2M) (Lu et al., 2022), a second-order multistep solver of
   the probability-flow ODE in data-prediction form; deterministic, good in 10-25 steps.
+
+Each diffusion sampler uses NFE = ``steps`` model evaluations (``Sampler.nfe``). The same
+registry holds the ODE samplers of flow generators (``euler``, ``midpoint``, ``heun``,
+``dopri5``; ``generators/flow_samplers.py``), marked ``family = "flow"``; :func:`make_sampler`
+refuses them.
 """
 from __future__ import annotations
 
@@ -233,5 +238,15 @@ class DPMSolverPP2MSampler(Sampler):
 
 def make_sampler(name: str, schedule: NoiseSchedule, steps: int | None = None,
                  eta: float = 0.0, spacing: str | None = None) -> Sampler:
-    """Build a sampler by registry name (a KeyError lists the valid names)."""
-    return SAMPLERS.get(name)(schedule, steps=steps, eta=eta, spacing=spacing)
+    """Build a diffusion sampler by registry name (a KeyError lists the valid names; the
+    ODE samplers of flow generators are refused with the same kind of error)."""
+    cls = SAMPLERS.get(name)
+    if getattr(cls, "family", "diffusion") != "diffusion":
+        valid = [n for n in SAMPLERS.names()
+                 if getattr(SAMPLERS.get(n), "family", "diffusion") == "diffusion"]
+        raise KeyError(f"sampler {name!r} is an ODE sampler of flow generators; valid samplers "
+                       f"for diffusion: {', '.join(valid)}")
+    return cls(schedule, steps=steps, eta=eta, spacing=spacing)
+
+
+from . import flow_samplers  # noqa: E402,F401  (registers the flow family's ODE samplers)

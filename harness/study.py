@@ -258,10 +258,12 @@ class Study:
     def _build_generator(self, name: str, space):
         """A fresh generator of the configured family for this space's latent (its config
         is the space's ``generator`` section; the atom-count prior is fitted on the
-        training latents by ``fit``)."""
-        from generators import build_generator
+        training latents by ``fit``). A sampler of the other family fails here, before
+        training."""
+        from generators import build_generator, check_sampler
 
         gen_cfg = self.config.generator_for(name)
+        check_sampler(gen_cfg.family, self.config.sampling.sampler)
         return build_generator(space.spec, gen_cfg, seed=self.config.seed), gen_cfg
 
     def context_table(self, names: list[str]) -> tuple[torch.Tensor, dict[str, Any]] | None:

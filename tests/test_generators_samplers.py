@@ -53,9 +53,14 @@ def test_oracle_reproduces_gaussian(schedule, T, name, steps, eta):
     assert ((z.std(0) / SD) - 1).abs().max() < 0.12
 
 
+def _diffusion_samplers():
+    return [n for n in SAMPLERS.names() if SAMPLERS.get(n).family == "diffusion"]
+
+
 def test_every_registered_sampler_runs_with_defaults():
     S = make_schedule("polynomial_2", 50)
-    for name in SAMPLERS.names():
+    assert set(_diffusion_samplers()) >= {"ddpm", "ddim", "dpm_solver++"}
+    for name in _diffusion_samplers():
         smp = make_sampler(name, S)
         z = run(smp, S, n=2000)
         assert torch.isfinite(z).all(), name
@@ -98,7 +103,7 @@ def test_updates_stay_in_zero_com_subspace():
     mask = torch.arange(6)[None] < torch.tensor([[6], [3]])
     g = torch.Generator().manual_seed(0)
     S = make_schedule("polynomial_2", 100)
-    for name in SAMPLERS.names():
+    for name in _diffusion_samplers():
         smp = make_sampler(name, S, 8)
         z = lay.noise((2, 6, 5), mask, g)
         for t, s in smp.pairs():
@@ -113,7 +118,9 @@ def test_updates_stay_in_zero_com_subspace():
 def test_sampler_errors():
     S = make_schedule("linear", 100)
     with pytest.raises(KeyError, match="valid samplers"):
-        make_sampler("euler", S)
+        make_sampler("leapfrog", S)
+    with pytest.raises(KeyError, match="ODE sampler of flow generators; valid samplers"):
+        make_sampler("euler", S)                       # a flow sampler
     with pytest.raises(ValueError, match="eta"):
         make_sampler("ddpm", S, eta=0.5)
     with pytest.raises(ValueError, match="eta"):
@@ -125,3 +132,10 @@ def test_sampler_errors():
     with pytest.raises(ValueError, match="noise"):
         DDPMSampler(S, 10).step(torch.zeros(1), 100, 90, eps=torch.zeros(1), x0=torch.zeros(1))
     assert make_sampler("ddim", S, steps=10 ** 6).steps == 100   # clamped to T
+
+
+def test_nfe_is_one_evaluation_per_step():
+    S = make_schedule("cosine", 100)
+    assert make_sampler("ddim", S, 10).nfe == 10
+    assert make_sampler("dpm_solver++", S, 7).nfe == 7
+    assert make_sampler("ddpm", S).nfe == 100

@@ -120,7 +120,7 @@ def test_sample_and_report_commands(finished, capsys):
     ("generator.max_steps=ten", "config key 'generator.max_steps' must be an integer"),
     ("spaces={nope: {}}", "config key 'spaces.nope': unknown space 'nope'"),
     ("spaces.flat.widht=3", "unknown config key 'spaces.flat.widht'"),
-    ("sampling.sampler=euler", "config key 'sampling.sampler': unknown sampler 'euler'"),
+    ("sampling.sampler=leapfrog", "config key 'sampling.sampler': unknown sampler 'leapfrog'"),
     ("metrics.suite=qm9/v9", "config key 'metrics.suite'"),
 ])
 def test_config_errors_name_the_bad_key(override, message):
