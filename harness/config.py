@@ -18,6 +18,7 @@ PRESET_DIR = Path(__file__).parent / "configs"
 
 
 from harness.config_rules import check_values, merge_preset, safe_name  # noqa: F401
+from harness.conditional import ConditionalConfig
 from harness.errors import ConfigError  # noqa: F401  (re-exported)
 
 
@@ -134,6 +135,8 @@ class StudyConfig:
     sweep: SweepConfig = field(default_factory=SweepConfig)
     #: score the controls (prior, shuffled marginals, reconstruction) beside every space
     controls: bool = True
+    #: the conditional stage (used when ``generator.context`` names a property)
+    conditional: ConditionalConfig = field(default_factory=ConditionalConfig)
     progress: bool = True
 
     def to_dict(self) -> dict[str, Any]:

@@ -20,6 +20,9 @@ def split_sizes(config: Any) -> dict[str, int] | None:
     sizes = qm9_split_sizes(**config.data.options)
     if config.data.max_train:
         sizes["train"] = min(sizes["train"], int(config.data.max_train))
+    if config.generator.context:
+        # conditional: spaces and generators see only the generator half Db of train
+        sizes["train (generator half Db, about half of train)"] = sizes["train"] // 2
     return sizes
 
 

@@ -238,6 +238,9 @@ def write_report(root: str | Path) -> Path:
                   "decode(encode(test molecules))), scored like the samples. `lift vs prior` = "
                   "samples − prior; `≈` = within noise (the 95 % interval of the difference "
                   "contains 0).", "", ctl, ""]
+    from harness.conditional_stage import conditional_section
+
+    lines += conditional_section(root, spaces)
     for title, img in images:
         lines += [f"## {title}", "", f"![{title}]({img.relative_to(root)})", ""]
     if any(g for _, g in grids):

@@ -25,7 +25,15 @@ STAGES = ("fit_space", "encode", "train_generator", "sample", "score", "controls
 STAGE_OUTPUTS = {"fit_space": ("space/space.json",), "encode": ("latents.pt",),
                  "train_generator": ("generator/checkpoints/last.ckpt",),
                  "sample": ("samples.pt", "samples.sdf"), "score": ("metrics.json",),
-                 "controls": ("controls.json",)}
+                 "controls": ("controls.json",), "conditional": ("conditional.json",)}
+#: stages run only by some studies (``conditional``: when ``generator.context`` is set)
+OPTIONAL_STAGES = ("conditional",)
+
+
+def stages_from(stage: str) -> list[str]:
+    """``stage`` and every stage after it (to redo them together)."""
+    order = list(STAGES) + list(OPTIONAL_STAGES)
+    return order[order.index(stage):]
 
 
 def _readable(path: Path) -> bool:
@@ -177,19 +185,37 @@ def load_resolved_bonds(path: Path):
                              reasons={int(k): v for k, v in json.loads(str(data["reasons"])).items()})
 
 
-def write_samples_sdf(samples, resolved, path: Path, props: dict[str, str]) -> Path:
-    """Every sample as an SDF record with its resolved bonds and charges (molecules whose
-    perception failed are written without bonds: the file keeps every sample)."""
-    from harness.core.chem import mol_from_arrays, write_sdf
+def write_samples_sdf(decoded, samples, resolved, path: Path, props: list[dict[str, str]]) -> Path:
+    """Every decoded sample as one SDF record, in sample order, with the bonds and charges
+    the metrics use and per-record SD properties ``props`` (``harness/sample_props.py``).
+    Samples the metrics could not use (no atoms, NaN coordinates) are written without bonds
+    (or empty), so record k is always sample k."""
+    import numpy as np
 
+    from harness.core.chem import write_sdf
+    from harness.core.rdmol import mol_from_arrays
+
+    skipped = {int(s["index"]) for s in samples.skipped}
+    kept = [k for k in range(len(decoded)) if k not in skipped]
+    numbers = decoded.numbers.cpu().numpy()
+    pos = decoded.pos.detach().cpu().numpy().astype(np.float64)
+    counts = decoded.mask.sum(1).cpu().numpy()
     mols = []
-    for m in range(len(samples)):
-        atoms = samples.atoms(m)
-        mol = mol_from_arrays(samples.numbers[atoms], samples.pos[atoms], resolved.of(m),
-                              resolved.charges[atoms])
-        mol.SetProp("_Name", str(samples.names[m]))
+    where = {k: j for j, k in enumerate(kept)}
+    for k in range(len(decoded)):
+        j = where.get(k)
+        if j is None:
+            n = int(counts[k])
+            finite = np.isfinite(pos[k, :n]).all()
+            mol = mol_from_arrays(numbers[k, :n], pos[k, :n] if finite else None) if n else None
+        else:
+            atoms = samples.atoms(j)
+            mol = mol_from_arrays(samples.numbers[atoms], samples.pos[atoms], resolved.of(j),
+                                  resolved.charges[atoms])
+        if mol is not None:
+            mol.SetProp("_Name", str(decoded.names[k]) if decoded.names else f"sample_{k}")
         mols.append(mol)
-    return write_sdf(mols, path, [props] * len(mols))
+    return write_sdf(mols, path, props)
 
 
 def collect_results(root: Path) -> dict[str, Any]:
@@ -208,7 +234,7 @@ def collect_results(root: Path) -> dict[str, Any]:
     if config.get("seeds"):
         from harness.seeds import aggregate
 
-        return aggregate(root, config["seeds"])
+        return aggregate(root, config["seeds"], collect_results)
     for name in (config.get("spaces") or {}):
         path = root / name / "metrics.json"
         try:

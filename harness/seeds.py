@@ -11,7 +11,6 @@ ddof = 1), ``intervals`` (95 % Student-t interval of the mean over seeds) and ``
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from pathlib import Path
 from typing import Any
@@ -30,22 +29,10 @@ def seed_dir(root: Path, seed: int) -> Path:
     return Path(root) / f"seed-{int(seed)}"
 
 
-def run_seeds(study: Any) -> dict[str, Any]:
-    """Run ``study`` once per seed of ``config.seeds`` and return the aggregated rows."""
-    from harness.study import Study
-
-    config = study.config
-    for k in config.seeds:
-        sub = dataclasses.replace(config, seed=int(k), seeds=[])
-        Study(sub, root=seed_dir(study.root, k), force=study.force).run()
-    return aggregate(study.root, config.seeds)
-
-
-def aggregate(root: Path, seeds: list[int]) -> dict[str, Any]:
-    """Mean, std, t-interval and per-seed values of every numeric metric of every row."""
+def aggregate(root: Path, seeds: list[int], collect_results) -> dict[str, Any]:
+    """Mean, std, t-interval and per-seed values of every numeric metric of every row
+    (``collect_results``: reads one seed's run directory)."""
     from scipy import stats
-
-    from harness.results import collect_results
 
     per_seed = {int(k): collect_results(seed_dir(root, k)) for k in seeds
                 if (seed_dir(root, k) / "config.yaml").exists()}

@@ -29,7 +29,7 @@ from harness.config import StudyConfig, load_config, validate_components
 from harness.core.io import atomic_write_json, atomic_write_text, read_json
 from harness.records import base_record
 from harness.run_guard import RunDirLock
-from harness.results import (STAGES, SpaceState, collect_results, decoded_samples, load_latents,
+from harness.results import (STAGES, stages_from, SpaceState, collect_results, decoded_samples, load_latents,
                              load_molbatch, save_latents, save_molbatch,
                              read_run_config, save_resolved_bonds, stage_output_ok,
                              write_samples_sdf)
@@ -56,6 +56,7 @@ class Study:
         # progress bars only on a terminal: redirected logs would fill with bar redraws
         self.progress = config.progress and sys.stderr.isatty()
         self._dataset = None
+        self._train = None
 
     # -- construction -------------------------------------------------------------------
     @classmethod
@@ -90,17 +91,18 @@ class Study:
         sample = fingerprint_of([gen, dataclasses.asdict(c.sampling)])
         score = fingerprint_of([sample, dataclasses.asdict(c.metrics)])
         controls = fingerprint_of([score, c.controls])
+        conditional = fingerprint_of([sample, dataclasses.asdict(c.conditional)])
         return {"fit_space": fit, "encode": fit, "train_generator": gen, "sample": sample,
-                "score": score, "controls": controls}
+                "score": score, "controls": controls, "conditional": conditional}
 
     def _check_stale(self, name: str, state: "SpaceState", directory: Path) -> None:
         """Refuse (or, with ``force``, redo) stages whose recorded config differs."""
         wanted = self.stage_fingerprints(name)
-        for k, stage in enumerate(STAGES):
+        for stage in stages_from(STAGES[0]):
             have = state.fingerprint(stage)
             if have is None or have == wanted[stage]:
                 continue
-            redo = list(STAGES[k:])
+            redo = stages_from(stage)
             if not self.force:
                 raise StaleResults(
                     f"{directory}: stage {stage!r} was run with a different config than the one "
@@ -127,9 +129,22 @@ class Study:
         return self._dataset
 
     def split(self, which: str):
+        """A split of the study's dataset. ``train`` is capped by ``data.max_train`` and, in
+        a conditional study, restricted to the generator half ``Db`` (the property
+        predictor that scores the study trains on ``Da``)."""
+        if which == "train" and self._train is not None:
+            return self._train
         ds = self.dataset.split(getattr(self.config.data, f"{which}_split"))
         if which == "train" and self.config.data.max_train and len(ds) > self.config.data.max_train:
             ds = ds.subset(np.arange(self.config.data.max_train), f"{ds.name}[:{self.config.data.max_train}]")
+        if which == "train":
+            from harness.conditional_stage import is_conditional, predictor_dataset
+
+            if is_conditional(self.config):
+                from harness.conditional import generator_half
+
+                ds = generator_half(ds, predictor_dataset(self))
+            self._train = ds
         return ds
 
     # -- running --------------------------------------------------------------------------
@@ -139,18 +154,27 @@ class Study:
         ``stop_after="<space>/<stage>"`` raises :class:`StudyInterrupted` after that stage
         (used to test resume).
         """
+        from harness import distributed
+
+        if distributed.is_follower(self.config):   # rank > 0 of a DDP run: trains along, writes nothing
+            return distributed.follow(self, spaces)
         with RunDirLock(self.root):
             if self.config.seeds:
                 return self._run_seeds()
             return self._run(stop_after, spaces)
 
     def _run_seeds(self) -> dict[str, Any]:
+        import dataclasses
+
         from harness.report import write_report
-        from harness.seeds import run_seeds
+        from harness.seeds import seed_dir
 
         self.root.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.root / "config.yaml", yaml.safe_dump(self.config.to_dict(), sort_keys=False))
-        rows = run_seeds(self)
+        for k in self.config.seeds:      # one complete, resumable study per seed
+            sub = dataclasses.replace(self.config, seed=int(k), seeds=[])
+            Study(sub, root=seed_dir(self.root, k), force=self.force).run()
+        rows = collect_results(self.root)
         atomic_write_json(self.root / "results.json", rows)
         write_report(self.root)
         return rows
@@ -194,7 +218,7 @@ class Study:
         if state.done(stage) and not stage_output_ok(state.path.parent, stage):
             log.warning("%s/%s: finished earlier but its output is missing or unreadable; redoing "
                         "it and the stages after it", space_name, stage)
-            state.forget(list(STAGES[STAGES.index(stage):]))
+            state.forget(stages_from(stage))
         if state.done(stage):
             log.info("%s/%s: done already, skipped", space_name, stage)
             return
@@ -248,6 +272,11 @@ class Study:
         self._stage(state, name, "sample", lambda: self._sample(name, space(), directory), stop_after)
         self._stage(state, name, "score", lambda: self._score(name, space(), directory), stop_after)
         self._stage(state, name, "controls", lambda: self._controls(name, space(), directory), stop_after)
+        from harness.conditional_stage import is_conditional, run_conditional
+
+        if is_conditional(self.config):
+            self._stage(state, name, "conditional",
+                        lambda: run_conditional(self, name, space(), directory), stop_after)
 
     def _trainer_kwargs(self) -> dict[str, Any]:
         t = self.config.trainer
@@ -325,34 +354,47 @@ class Study:
         s = self.config.sampling
         gen = self.load_generator(name)
         n = n or s.n_samples
-        context = None
         table = self.context_table(self.config.generator_for(name).context)
+        if table is not None and out_name == "samples":
+            n = self.config.conditional.n_samples
+        kwargs = dict(sampler=sampler or s.sampler, steps=steps or s.steps, eta=s.eta,
+                      seed=self.config.seed, batch_size=s.batch_size, progress=self.progress)
+        extra: dict[str, Any] = {}
+        t0 = time.perf_counter()
         if table is not None:
-            # targets drawn from the training distribution (EDM's conditional protocol)
-            pick = torch.randint(len(table[0]), (n,), generator=torch.Generator().manual_seed(self.config.seed))
-            context = table[0][pick]
-        t0 = time.perf_counter()
-        latent = gen.sample(n, sampler=sampler or s.sampler, steps=steps or s.steps,
-                            eta=s.eta, seed=self.config.seed, batch_size=s.batch_size,
-                            context=context, guidance_scale=s.guidance_scale,
-                            progress=self.progress)
-        t_sample = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        decoded = space.decode(latent)
-        t_decode = time.perf_counter() - t0
-        if context is not None:
-            mean, std = (torch.tensor(table[1][k]) for k in ("mean", "std"))
-            decoded.props = context * std + mean  # the requested property values, dataset units
+            # EDM's protocol: (atom count, value) targets from the generator's training half
+            from harness.conditional import sample_conditional
+            from harness.conditional_stage import save_targets, targets_for
+
+            targets = targets_for(self, n)
+            decoded = sample_conditional(gen, space, targets, table[1], s.guidance_scale, **kwargs)
+            decoded.props = torch.as_tensor(targets.values, dtype=torch.float32)[:, None]
+            save_targets(targets, directory / f"{out_name}.targets.npz" if out_name != "samples"
+                         else directory / "targets.npz")
+            extra = {targets.prop: targets.values.tolist(), "target_group": targets.groups.tolist()}
+            t_sample, t_decode = time.perf_counter() - t0, 0.0
+        else:
+            latent = gen.sample(n, **kwargs)
+            t_sample = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            decoded = space.decode(latent)
+            t_decode = time.perf_counter() - t0
+        stats = dict(getattr(gen, "last_sample_stats", {}) or {})
         save_molbatch(decoded, directory / f"{out_name}.pt")
         # bonds are resolved once, here: the SDF and the score stage use the same ones
         samples = decoded_samples(decoded)
         resolved = samples.resolved_bonds()
         save_resolved_bonds(resolved, directory / f"{out_name}.bonds.npz")
-        write_samples_sdf(samples, resolved, directory / f"{out_name}.sdf",
-                          {"space": name, "bonds": "decoder" if decoded.bonds is not None else "perceived"})
+        from harness.sample_props import molecule_flags, sample_properties
+
+        props = sample_properties(len(decoded), space=name, seed=self.config.seed,
+                                  sampler=kwargs["sampler"], nfe=stats.get("nfe"),
+                                  bonds="decoder" if decoded.bonds is not None else "perceived",
+                                  flags=molecule_flags(decoded), extra=extra)
+        write_samples_sdf(decoded, samples, resolved, directory / f"{out_name}.sdf", props)
         return {"n": len(decoded), "seconds_sampling": round(t_sample, 2),
-                "seconds_decoding": round(t_decode, 2),
-                "sampler": sampler or s.sampler, "steps": steps or s.steps}
+                "seconds_decoding": round(t_decode, 2), "sampler": kwargs["sampler"],
+                "steps": kwargs["steps"], "nfe": stats.get("nfe")}
 
     # -- scoring (harness/scoring.py) ---------------------------------------------------
     def _score(self, name: str, space, directory: Path) -> dict[str, Any]:
