@@ -18,7 +18,7 @@ from harness.core.geometry import aligned_squared_error
 from harness.core.nn import DenseEGNN, masked_mean, pair_geometry, remove_mean
 from harness.core.types import MolBatch
 from spaces._e3nn_encoder import E3nnInvariantEncoder
-from spaces._regularizers import uniformity_loss
+from spaces._regularizers import drop_nodes, info_nce, uniformity_loss
 
 #: formal charges -1, 0, +1 get one-hot columns (others are clamped into that range).
 N_CHARGE_COLUMNS = 3
@@ -133,8 +133,9 @@ class GeometryAutoencoder(nn.Module):
     def __init__(self, n_elements: int, width: int, hidden: int, layers: int,
                  encoder: str = "egnn", bond_weight: float = 10.0, distance_weight: float = 1.0,
                  uniformity_weight: float = 0.0, coords_range: float = 3.0, agg_norm: float = 4.0,
-                 hydrogen_index: int = 0):
+                 hydrogen_index: int = 0, gssl_weight: float = 0.0):
         super().__init__()
+        self.gssl_weight = gssl_weight
         self.bond_weight, self.hydrogen_index = bond_weight, hydrogen_index
         if encoder not in ("egnn", "e3nn"):
             raise ValueError(f"geo_encoder must be 'egnn' or 'e3nn', got {encoder!r}")
@@ -189,7 +190,8 @@ class GeometryAutoencoder(nn.Module):
         """Kabsch-aligned heavy-atom MSE + ``bond_weight`` x 1-2 distance MSE +
         ``distance_weight`` x 1-3/1-4 distance MSE (all Å^2; hydrogens enter through the
         distance terms, which are also invariant to their exact rotamer alignment) +
-        ``uniformity_weight`` x uniformity of z_geo."""
+        ``uniformity_weight`` x uniformity of z_geo + ``gssl_weight`` x InfoNCE between z_geo
+        and the z_geo of a node-dropped view (training only; :mod:`spaces._regularizers`)."""
         z = self.encode(batch.atom_types, batch.charges, batch.bonds, batch.pos, batch.mask)
         pred = self.decode(batch.atom_types, batch.charges, batch.bonds, batch.init_pos,
                            batch.mask, z)
@@ -210,6 +212,13 @@ class GeometryAutoencoder(nn.Module):
             uni = uniformity_loss(z)
             out["uniformity"] = uni.detach()
             loss = loss + self.uniformity_weight * uni
+        if self.gssl_weight and self.training:
+            # augmented view: the same molecules with 20 % of their atoms (and bonds) dropped
+            view = drop_nodes(batch.mask)
+            nce = info_nce(z, self.encode(batch.atom_types, batch.charges, batch.bonds,
+                                          batch.pos, view))
+            out["gssl"] = nce.detach()
+            loss = loss + self.gssl_weight * nce
         return {"loss": loss, **out}
 
 

@@ -17,10 +17,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.core.types import MolRecord
-from spaces._regularizers import uniformity_loss
+from spaces._regularizers import drop_tokens, info_nce, uniformity_loss
 
 PAD, BOS, EOS, UNK = "[PAD]", "[BOS]", "[EOS]", "[UNK]"
 SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)
+#: every vocabulary starts with SPECIAL_TOKENS, so [EOS] always has this id
+EOS_ID = SPECIAL_TOKENS.index(EOS)
 
 
 # -- tokens ----------------------------------------------------------------------------------
@@ -158,10 +160,12 @@ class TopologyAutoencoder(nn.Module):
     """
 
     def __init__(self, vocab_size: int, width: int, hidden: int, layers: int,
-                 embed_dim: int = 64, uniformity_weight: float = 0.0, latent_noise: float = 0.0):
+                 embed_dim: int = 64, uniformity_weight: float = 0.0, latent_noise: float = 0.0,
+                 gssl_weight: float = 0.0):
         super().__init__()
         self.vocab_size, self.width, self.hidden, self.layers = vocab_size, width, hidden, layers
         self.uniformity_weight, self.latent_noise = uniformity_weight, latent_noise
+        self.gssl_weight = gssl_weight
         self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
         self.encoder_rnn = nn.GRU(embed_dim, hidden, num_layers=layers, batch_first=True,
                                   bidirectional=True)
@@ -208,6 +212,11 @@ class TopologyAutoencoder(nn.Module):
             uni = uniformity_loss(z)
             out["uniformity"] = uni.detach()
             loss = loss + self.uniformity_weight * uni
+        if self.gssl_weight and self.training:
+            # augmented view: 20 % of the SELFIES tokens dropped (node dropping on the string)
+            nce = info_nce(z, self.encode(drop_tokens(tokens, EOS_ID)))
+            out["gssl"] = nce.detach()
+            loss = loss + self.gssl_weight * nce
         return {"loss": loss, "ce": ce.detach(), **out}
 
     @torch.no_grad()

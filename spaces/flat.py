@@ -8,6 +8,7 @@ sweep comparing the two isolates symmetry preservation.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Sequence
 
 import torch
@@ -16,6 +17,7 @@ from torch import nn
 
 from harness.core.registry import SPACES
 from harness.core.types import LatentBatch, LatentSpec, MolBatch
+from spaces._regularizers import drop_nodes, info_nce
 from spaces.base import Space
 
 NO_SYMMETRY = (("permutation", "none"), ("rotation", "none"), ("translation", "none"),
@@ -32,8 +34,10 @@ def _mlp(sizes: list[int]) -> nn.Sequential:
 class FlatAutoencoder(nn.Module):
     """[B, N_max * (T + 1 + 3)] <-> tanh latent [B, width]."""
 
-    def __init__(self, n_types: int, max_atoms: int, width: int, hidden: int, layers: int):
+    def __init__(self, n_types: int, max_atoms: int, width: int, hidden: int, layers: int,
+                 gssl_weight: float = 0.0):
         super().__init__()
+        self.gssl_weight = gssl_weight
         self.n_types, self.max_atoms = n_types, max_atoms
         slot = n_types + 1 + 3
         self.encoder = _mlp([max_atoms * slot] + [hidden] * layers + [width])
@@ -62,13 +66,20 @@ class FlatAutoencoder(nn.Module):
 
     def loss(self, batch: MolBatch) -> dict[str, torch.Tensor]:
         _, classes, pos = self.flatten(batch)
-        logits, pred = self.decode(self.encode(batch))
+        z = self.encode(batch)
+        logits, pred = self.decode(z)
         real = classes < self.n_types
         type_loss = F.cross_entropy(logits.flatten(0, 1), classes.flatten())
         coord_loss = ((pred - pos) ** 2).sum(-1)[real].mean()
         accuracy = (logits.argmax(-1) == classes).float().mean()
-        return {"loss": type_loss + coord_loss, "type_ce": type_loss.detach(),
-                "coord_mse": coord_loss.detach(), "slot_accuracy": accuracy.detach()}
+        out = {"loss": type_loss + coord_loss, "type_ce": type_loss.detach(),
+               "coord_mse": coord_loss.detach(), "slot_accuracy": accuracy.detach()}
+        if self.gssl_weight and self.training:
+            # augmented view: 20 % of the atoms emptied from their slots
+            nce = info_nce(z, self.encode(replace(batch, mask=drop_nodes(batch.mask))))
+            out["gssl"] = nce.detach()
+            out["loss"] = out["loss"] + self.gssl_weight * nce
+        return out
 
 
 @SPACES.register("flat")
@@ -79,6 +90,9 @@ class FlatSpace(Space):
         width: latent width (match ``invariant``'s topo_width + geo_width).
         max_atoms: padded slots; None = the largest training molecule (set by ``fit``).
         hidden / layers: MLP capacity; epochs / batch_size / lr: training budget.
+        gssl_weight: graph self-supervision: InfoNCE between a molecule's latent and that of
+            a view with 20 % of its atoms emptied, the batch's other molecules as negatives
+            (:mod:`spaces._regularizers`; ~1e-3; 0 disables).
     """
 
     name = "flat"
@@ -87,16 +101,17 @@ class FlatSpace(Space):
 
     def __init__(self, elements: Sequence[str], width: int = 128, max_atoms: int | None = 29,
                  hidden: int = 512, layers: int = 2, epochs: int = 40, batch_size: int = 64,
-                 lr: float = 1e-3, seed: int = 0):
+                 lr: float = 1e-3, seed: int = 0, gssl_weight: float = 0.0):
         super().__init__(elements, width=width, max_atoms=max_atoms, hidden=hidden, layers=layers,
-                         epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+                         epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                         gssl_weight=gssl_weight)
         self._build()
 
     def _build(self) -> None:
         torch.manual_seed(self.options["seed"])
         o = self.options
         self.net = FlatAutoencoder(len(self.elements), o["max_atoms"] or 1, o["width"], o["hidden"],
-                                   o["layers"]).eval()
+                                   o["layers"], o["gssl_weight"]).eval()
 
     @classmethod
     def test_options(cls) -> dict[str, Any]:

@@ -87,6 +87,9 @@ class InvariantSpace(Space):
         bond_weight / distance_weight: weights of the 1-2 and of the 1-3/1-4 distance MSE
             (Å^2) next to the Kabsch-aligned heavy-atom MSE in the geometry loss.
         uniformity_weight: anti-collapse term on z_topo and z_geo (0 disables).
+        gssl_weight: graph self-supervision on z_topo and z_geo: InfoNCE between a molecule
+            and a view with 20 % of its SELFIES tokens / atoms dropped, the batch's other
+            molecules as negatives (:mod:`spaces._regularizers`; ~1e-3; 0 disables).
         latent_noise: Gaussian noise (std) added to z_topo before decoding in training
             (smoother latent space; 0 disables).
         max_selfies_len: longest token string trained on / decoded.
@@ -109,7 +112,7 @@ class InvariantSpace(Space):
                  distance_weight: float = 1.0, uniformity_weight: float = 0.0,
                  latent_noise: float = 0.0, max_selfies_len: int = 48,
                  stereo_candidates: int = 4, relax: bool = False, max_val: int = 500,
-                 seed: int = 0):
+                 seed: int = 0, gssl_weight: float = 0.0):
         options = dict(topo_width=topo_width, geo_width=geo_width, topo_hidden=topo_hidden,
                        topo_layers=topo_layers, geo_hidden=geo_hidden, geo_layers=geo_layers,
                        geo_encoder=geo_encoder, epochs_topo=epochs_topo, epochs_geo=epochs_geo,
@@ -117,7 +120,7 @@ class InvariantSpace(Space):
                        distance_weight=distance_weight,
                        uniformity_weight=uniformity_weight, latent_noise=latent_noise,
                        max_selfies_len=max_selfies_len, stereo_candidates=stereo_candidates,
-                       relax=relax, max_val=max_val, seed=seed)
+                       relax=relax, max_val=max_val, seed=seed, gssl_weight=gssl_weight)
         super().__init__(elements, **options)
         if min(topo_width, geo_width, topo_hidden, topo_layers, geo_hidden, geo_layers) < 1:
             raise ValueError(f"invariant: widths, hidden sizes and layers must be >= 1 ({options})")
@@ -165,7 +168,7 @@ class InvariantSpace(Space):
     def _build_topology(self) -> TopologyAutoencoder:
         return TopologyAutoencoder(len(self.vocab), self.topo_width, self.topo_hidden,
                                    self.topo_layers, uniformity_weight=self.uniformity_weight,
-                                   latent_noise=self.latent_noise)
+                                   latent_noise=self.latent_noise, gssl_weight=self.gssl_weight)
 
     def _build_geometry(self) -> GeometryAutoencoder:
         return GeometryAutoencoder(len(self.elements), self.geo_width, self.geo_hidden,
@@ -173,7 +176,8 @@ class InvariantSpace(Space):
                                    bond_weight=self.bond_weight,
                                    distance_weight=self.distance_weight,
                                    uniformity_weight=self.uniformity_weight,
-                                   hydrogen_index=self._hydrogen_index)
+                                   hydrogen_index=self._hydrogen_index,
+                                   gssl_weight=self.gssl_weight)
 
     @property
     def _token_index(self) -> dict[str, int]:

@@ -11,16 +11,16 @@ reports can show it.
 """
 from __future__ import annotations
 
-import time
 from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.core.nn import DenseEGNN, remove_mean
+from harness.core.nn import DenseEGNN, masked_mean, remove_mean
 from harness.core.registry import SPACES
 from harness.core.types import LatentBatch, LatentSpec, MolBatch
+from spaces._regularizers import drop_nodes, info_nce
 from spaces.base import Space
 from spaces.raw import E3_EQUIVARIANT
 
@@ -33,8 +33,9 @@ class PerAtomAutoencoder(nn.Module):
     """
 
     def __init__(self, n_types: int, k: int, hidden: int, layers: int, latent_noise: float,
-                 kl_weight: float):
+                 kl_weight: float, gssl_weight: float = 0.0):
         super().__init__()
+        self.gssl_weight = gssl_weight
         self.n_types, self.k = n_types, k
         self.encoder = DenseEGNN(n_types, k, hidden=hidden, layers=layers, sublayers=1,
                                  coords_range=15.0)
@@ -55,6 +56,7 @@ class PerAtomAutoencoder(nn.Module):
         mask = batch.mask
         m = mask[..., None].to(batch.pos.dtype)
         h, x = self.encode(batch.atom_types, batch.pos, mask)
+        summary = self.summary(h, x, mask) if self.gssl_weight and self.training else None
         if self.training and self.latent_noise > 0:
             # VAE-style noise keeps the decoder robust to the diffusion model's imprecision
             h = h + self.latent_noise * torch.randn_like(h) * m
@@ -66,9 +68,22 @@ class PerAtomAutoencoder(nn.Module):
         coord_loss = (((pos - target) ** 2).sum(-1) * mask).sum() / n_atoms
         reg = (h ** 2).sum() / n_atoms  # keeps invariant features near the unit scale
         accuracy = (logits.argmax(-1) == batch.atom_types)[mask].float().mean()
-        return {"loss": type_loss + coord_loss + self.kl_weight * reg,
-                "type_ce": type_loss.detach(), "coord_mse": coord_loss.detach(),
-                "type_accuracy": accuracy.detach()}
+        out = {"loss": type_loss + coord_loss + self.kl_weight * reg,
+               "type_ce": type_loss.detach(), "coord_mse": coord_loss.detach(),
+               "type_accuracy": accuracy.detach()}
+        if self.gssl_weight and self.training:
+            view = drop_nodes(mask)
+            nce = info_nce(summary, self.summary(*self.encode(batch.atom_types, batch.pos, view), view))
+            out["gssl"] = nce.detach()
+            out["loss"] = out["loss"] + self.gssl_weight * nce
+        return out
+
+    @staticmethod
+    def summary(h: torch.Tensor, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Invariant molecule-level summary of a per-atom latent for the contrastive term:
+        the mean over atoms of ``[h_i, |x_i|]`` (x zero-CoM) -> ``[B, k + 1]``."""
+        radius = torch.sqrt((x * x).sum(-1, keepdim=True) + 1e-12)
+        return masked_mean(torch.cat([h, radius], -1), mask)[:, 0]
 
 
 @SPACES.register("per_atom")
@@ -81,6 +96,9 @@ class PerAtomSpace(Space):
         epochs / batch_size / lr: autoencoder training budget.
         latent_noise: std of Gaussian noise on the latent while training (robust decoding).
         kl_weight: weight of the L2 penalty on invariant latent features.
+        gssl_weight: graph self-supervision: InfoNCE between each molecule's mean ``[h, |x|]``
+            and that of a view with 20 % of its atoms dropped, the batch's other molecules as
+            negatives (:mod:`spaces._regularizers`; ~1e-3; 0 disables; needs k >= 1).
     """
 
     name = "per_atom"
@@ -91,12 +109,14 @@ class PerAtomSpace(Space):
 
     def __init__(self, elements: Sequence[str], k: int = 2, hidden: int = 64, layers: int = 3,
                  epochs: int = 20, batch_size: int = 64, lr: float = 1e-3,
-                 latent_noise: float = 0.05, kl_weight: float = 0.01, seed: int = 0):
+                 latent_noise: float = 0.05, kl_weight: float = 0.01, seed: int = 0,
+                 gssl_weight: float = 0.0):
         super().__init__(elements, k=k, hidden=hidden, layers=layers, epochs=epochs,
                          batch_size=batch_size, lr=lr, latent_noise=latent_noise,
-                         kl_weight=kl_weight, seed=seed)
+                         kl_weight=kl_weight, seed=seed, gssl_weight=gssl_weight)
         torch.manual_seed(seed)
-        self.net = PerAtomAutoencoder(len(self.elements), k, hidden, layers, latent_noise, kl_weight)
+        self.net = PerAtomAutoencoder(len(self.elements), k, hidden, layers, latent_noise, kl_weight,
+                                      gssl_weight)
         self.net.eval()
 
     @classmethod

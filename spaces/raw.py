@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.core.registry import SPACES
-from harness.core.types import ATOMIC_NUMBER, LatentBatch, LatentSpec, MolBatch
+from harness.core.types import LatentBatch, LatentSpec, MolBatch
 from spaces.base import Space
 
 E3_EQUIVARIANT = (("permutation", "equivariant"), ("rotation", "equivariant"),
