@@ -113,10 +113,12 @@ def _will_run(study, name: str, stage: str) -> bool:
 
 
 def _all_done(study, name: str) -> bool:
+    from harness.conditional_stage import is_conditional
     from harness.results import STAGES, SpaceState
 
+    stages = STAGES + (("conditional",) if is_conditional(study.config) else ())
     path = study.root / name
-    return (path / "state.json").exists() and all(SpaceState(path).done(s) for s in STAGES)
+    return (path / "state.json").exists() and all(SpaceState(path).done(s) for s in stages)
 
 
 def _done(study, name: str, stage: str) -> Callable[[], bool]:
