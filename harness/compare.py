@@ -96,7 +96,8 @@ def flat_values(row: Mapping[str, Any]) -> dict[str, float]:
     """Point values of a results row plus ``time.<stage>`` wall times (s)."""
     values = row.get("values", {}) or {}
     out = {k: value_of(values, k) for k in metric_keys(values)}
-    for stage, sec in (row.get("seconds") or {}).items():
+    seconds = row.get("seconds")
+    for stage, sec in (seconds.items() if isinstance(seconds, Mapping) else ()):
         out[f"time.{stage}"] = _num(sec)
     return out
 
@@ -253,7 +254,7 @@ def _cell(v: float, iv: tuple[float, float] | None) -> str:
 def _short(v: Any) -> str:
     text = json.dumps(v, default=str) if not isinstance(v, str) else v
     text = text.replace("|", "\\|")
-    return text if len(text) <= 60 else text[:57] + "..."
+    return text if len(text) <= 60 else "..." + text[-57:]   # paths differ at their ends
 
 
 def to_markdown(result: Mapping[str, Any]) -> str:

@@ -161,7 +161,8 @@ def _value_cell(v: float, iv: tuple[float, float] | None, best: bool) -> str:
     return f'<td{" class=best" if best else ""} title="{_esc(title)}">{fmt(v)}{ci}</td>'
 
 
-def results_table(rows: Mapping[str, Any], columns: Sequence[tuple[str, str, bool | None]]) -> str:
+def results_table(rows: Mapping[str, Any], columns: Sequence[tuple[str, str, bool | None]],
+                  highlight: bool = True) -> str:
     """The main table: one row per space (reference row first, in grey); the best space
     value of each column (by its direction) in bold green; intervals where present."""
     flats = {name: flat_values(row) for name, row in rows.items()}
@@ -170,7 +171,7 @@ def results_table(rows: Mapping[str, Any], columns: Sequence[tuple[str, str, boo
     for key, _, hib in columns:
         vals = [f.get(key, math.nan) for n, f in flats.items() if n != "reference"]
         vals = [v for v in vals if math.isfinite(v)]
-        if hib is not None and len(vals) > 1 and max(vals) != min(vals):
+        if highlight and hib is not None and len(vals) > 1 and max(vals) != min(vals):
             best[key] = max(vals) if hib else min(vals)
     head = "".join(f'<th title="{_esc(k)}">{_esc(h)}'
                    + (f' <span class="dir">{"↑" if hib else "↓"}</span>' if hib is not None else "")
@@ -183,6 +184,37 @@ def results_table(rows: Mapping[str, Any], columns: Sequence[tuple[str, str, boo
         body.append(f'<tr{" class=reference" if name == "reference" else ""}><td>{_esc(name)}</td>{cells}</tr>')
     return (f'<div class="table-wrap"><table><thead><tr><th>space</th>{head}</tr></thead>'
             f'<tbody>{"".join(body)}</tbody></table></div>')
+
+
+CONTROL_COLUMNS = (("edm.validity", "valid", True), ("edm.uniqueness", "unique", True),
+                   ("edm.atom_stability", "atom stab", True), ("edm.mol_stability", "mol stab", True),
+                   ("edm.valid_unique", "valid x unique", True))
+
+
+def controls_table(rows: Mapping[str, Any]) -> str:
+    """Per space: its samples beside the controls the study scored the same way (the
+    generator's prior, shuffled training-latent marginals, the reconstruction ceiling),
+    with the samples' lift over the prior on validity where recorded. Empty when no row
+    has controls."""
+    table: dict[str, Any] = {}
+    lifts = []
+    for name, row in rows.items():
+        block = row.get("controls") if isinstance(row, Mapping) else None
+        if not isinstance(block, Mapping) or not isinstance(block.get("controls"), Mapping):
+            continue
+        table[f"{name}: samples"] = row
+        for control, crow in block["controls"].items():
+            if isinstance(crow, Mapping):
+                table[f"{name}: {control}"] = crow
+        lift = ((block.get("lift") or {}).get("prior") or {}).get("edm.validity")
+        if isinstance(lift, Mapping) and "lift" in lift:
+            noise = "within noise" if lift.get("within_noise") else "beyond noise"
+            lifts.append(f"<li><b>{_esc(name)}</b>: validity lift over the prior "
+                         f"{fmt(float(lift['lift']))} ({noise})</li>")
+    if not table:
+        return ""
+    return (results_table(table, CONTROL_COLUMNS, highlight=False)
+            + (f'<ul class="note">{"".join(lifts)}</ul>' if lifts else ""))
 
 
 def all_metrics_table(rows: Mapping[str, Any]) -> str:
@@ -316,6 +348,7 @@ intervals in brackets where the study recorded them. Hover a cell for full preci
 {results_table(rows, table_columns())}
 {_row_errors(rows)}
 <details><summary>All metrics</summary>{all_metrics_table(rows)}</details>
+{"<h3>Controls</h3>" + controls if (controls := controls_table(rows)) else ""}
 </section>
 <section id="samples"><h2>Samples</h2>
 <p class="note">Decoded molecules as written to <code>&lt;space&gt;/samples.sdf</code>: bonds from the

@@ -108,9 +108,15 @@ def test_two_real_tiny_runs_seed_0_vs_seed_1(tmp_path, capsys, monkeypatch):
                  "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "## raw" in printed and "| `seed` | 0 | 1 |" in printed
-    assert "carry no intervals" in printed          # tiny results have none (yet)
     data = json.loads((out / "compare.json").read_text())
     assert data["spaces"] == ["raw"] and data["config_differences"]["seed"] == [0, 1]
+    entries = {e["metric"]: e for e in data["table"]["raw"]}
+    validity = entries["edm.validity"]
+    assert all(validity["intervals"]), "the study records Wilson intervals on validity"
+    for e in entries.values():        # where both runs carry intervals, a verdict is given
+        if all(e["intervals"]) and e["values"][0] != e["values"][1]:
+            assert e["verdict"] in ("within noise", "differ"), e
+    assert "carry no intervals" not in printed
     assert (out / "compare.md").read_text() == printed.split("\nwrote ")[0]
     # --out FILE.md names both files; default is the current directory
     md, js, _ = write_comparison([tmp_path / "s0" / "tiny", tmp_path / "s1" / "tiny"], tmp_path / "x.md")

@@ -144,3 +144,11 @@ def test_rows_with_errors_are_named(run_dir, tmp_path):
     (copy / "results.json").write_text(json.dumps(rows))
     text = write_html_report(copy).read_text()
     assert "<b>flat</b>: flat/metrics.json is unreadable" in text
+
+
+def test_controls_table_when_the_study_scored_controls(run_dir, page):
+    rows = json.loads((run_dir / "results.json").read_text())
+    _, text = page
+    if not any(isinstance(r.get("controls"), dict) for r in rows.values()):
+        pytest.skip("this study version records no controls")
+    assert "<h3>Controls</h3>" in text and "raw: samples" in text and "raw: prior" in text
