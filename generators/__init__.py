@@ -20,6 +20,8 @@ Networks and training:
   ``generators.flow_module.FlowGenerator`` — the flow-matching family (``family: flow``;
   math in ``generators.flow``, ODE samplers ``euler``/``midpoint``/``heun``/``dopri5`` in
   ``generators.flow_samplers``).
+* ``generators.nfe.quality_vs_nfe`` — sample a trained generator at a list of NFE budgets,
+  decode, score with a caller's function; rows with NFE and seconds per molecule.
 
 :func:`build_generator` and :func:`load_generator` pick the family from the config. The
 Lightning modules are imported lazily so that loading the registries does not import
