@@ -44,4 +44,4 @@ def test_data_prints_statistics_for_an_sdf_dataset(capsys):
 
 def test_unknown_dataset_is_a_clear_error(capsys):
     assert main(["data", "qm10"]) == 2
-    assert "unknown dataset 'qm10'; valid datasets: qm9, sdf" in capsys.readouterr().err
+    assert "unknown dataset 'qm10'; valid datasets: geom, moses, qm9, sdf" in capsys.readouterr().err

@@ -168,7 +168,7 @@ def test_folder_of_files_and_bad_split_fractions(tmp_path):
 
 
 def test_unknown_dataset_and_option_errors_list_the_valid_ones():
-    with pytest.raises(KeyError, match="valid datasets: qm9, sdf"):
+    with pytest.raises(KeyError, match="valid datasets: geom, moses, qm9, sdf"):
         load_dataset("qm10")
     with pytest.raises(TypeError, match="valid options"):
         load_dataset("sdf", path=QM9_SAMPLE, bogus=1)
