@@ -36,7 +36,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         rows = study.run()
     print()
     print(results_table(rows, terminal=True))
-    print(f"\nreport: {study.root / 'report.md'}")
+    print(f"\nreport: {study.root / 'report.md'}  (and report.html)")
     return _report_row_errors(rows)
 
 
@@ -80,10 +80,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     read_run_config(Path(args.run_dir))    # a clear error for a non-study / damaged directory
+    from harness.html_report import write_html_report
+
     path = write_report(args.run_dir)
+    html = write_html_report(args.run_dir)
     rows = collect_results(path.parent)
     print(results_table(rows, terminal=True))
-    print(f"\nreport: {path}")
+    print(f"\nreport: {path}  (and {html.name}, offline HTML)")
     return _report_row_errors(rows)
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from harness.core.io import atomic_path, atomic_write_text
 
 from harness.results import TABLE_COLUMNS, quality  # noqa: F401  (re-exported)
+from harness.html_report import atom_label
 from harness.tables import controls_table, fmt as _fmt, results_table, row_values  # noqa: F401
 
 
@@ -172,7 +173,7 @@ def sample_grid(sdf: Path, path: Path, n: int = 12) -> Path | None:
             legends.append("(not drawable)")
             continue
         mols.append(mol)
-        legends.append(Chem.MolToSmiles(mol)[:28] if mol.GetNumBonds() else f"no bonds, {mol.GetNumAtoms()} heavy atoms")
+        legends.append(Chem.MolToSmiles(mol)[:28] if mol.GetNumBonds() else "no bonds, " + atom_label([a.GetAtomicNum() for a in mol.GetAtoms()]))
     if not mols:
         return None
     image = Draw.MolsToGridImage(mols, molsPerRow=4, subImgSize=(220, 180), legends=legends)

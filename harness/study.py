@@ -54,7 +54,13 @@ class Study:
         self.root = Path(root) if root else Path(config.output_dir) / config.study
         self.force = force
         # progress bars only on a terminal: redirected logs would fill with bar redraws
-        self.progress = config.progress and sys.stderr.isatty()
+        from harness.progress import StudyProgress
+
+        # one progress view per study: stage lines, a training bar on a terminal, plain
+        # lines when redirected (harness/progress.py)
+        self.view = StudyProgress(config.study, list(config.spaces),
+                                  bars=config.progress and sys.stderr.isatty())
+        self.progress = self.view.bars
         self._dataset = None
         self._train = None
 
@@ -177,6 +183,9 @@ class Study:
         rows = collect_results(self.root)
         atomic_write_json(self.root / "results.json", rows)
         write_report(self.root)
+        from harness.html_report import write_html_report
+
+        write_html_report(self.root)
         return rows
 
     def _run(self, stop_after: str | None, spaces: list[str] | None) -> dict[str, Any]:
@@ -195,7 +204,8 @@ class Study:
         t0 = time.perf_counter()
         try:
             if self.config.metrics.reference_row:
-                self.score_reference()
+                with self.view.stage("reference", "score"):
+                    self.score_reference()
             for name in spaces or list(self.config.spaces):
                 self.run_space(name, stop_after=stop_after)
         except BaseException as err:    # killed by a signal, Ctrl-C, or a failing stage
@@ -208,9 +218,12 @@ class Study:
         record["sessions"][-1]["seconds"] = round(time.perf_counter() - t0, 2)
         record["stages"] = {name: SpaceState(self.root / name).seconds for name in self.config.spaces}
         atomic_write_json(record_path, record)
+        from harness.html_report import write_html_report
         from harness.report import write_report
 
         write_report(self.root)
+        write_html_report(self.root)
+        self.view.close()
         return rows
 
     def _stage(self, state: SpaceState, space_name: str, stage: str, fn: Callable[[], dict | None],
@@ -220,13 +233,15 @@ class Study:
                         "it and the stages after it", space_name, stage)
             state.forget(stages_from(stage))
         if state.done(stage):
-            log.info("%s/%s: done already, skipped", space_name, stage)
+            log.debug("%s/%s: done already, skipped", space_name, stage)
+            self.view.skipped(space_name, stage)
             return
-        log.info("%s/%s ...", space_name, stage)
         fingerprint = self.stage_fingerprints(space_name)[stage]
         state.start(stage, fingerprint)
         t0 = time.perf_counter()
-        extra = fn() or {}
+        with self.view.stage(space_name, stage) as handle:
+            extra = fn() or {}
+            handle.info = extra
         state.mark(stage, time.perf_counter() - t0, extra, fingerprint)
         if stop_after == f"{space_name}/{stage}":
             raise StudyInterrupted(f"stopped after {stop_after}")
@@ -280,8 +295,9 @@ class Study:
 
     def _trainer_kwargs(self) -> dict[str, Any]:
         t = self.config.trainer
+        # the progress view's Lightning callback rides along: never serialise these kwargs
         return {"accelerator": t.accelerator, "devices": t.devices, "strategy": t.strategy,
-                "precision": t.precision, "num_nodes": t.num_nodes}
+                "precision": t.precision, "num_nodes": t.num_nodes, **self.view.trainer_kwargs()}
 
     # -- generator ------------------------------------------------------------------------
     def _build_generator(self, name: str, space):
@@ -316,10 +332,19 @@ class Study:
         gen, gen_cfg = self._build_generator(name, space)
         latents = load_latents(directory / "latents.pt", space.spec)
         table = self.context_table(gen_cfg.context)
-        stats = gen.fit(latents, None, out_dir=directory / "generator",
-                        trainer_kwargs=self._trainer_kwargs(), progress=self.progress,
+        from harness.budget import plan_training
+        from harness.curves import decode_and_score_fn
+
+        # budget -> max_steps (None: the config's), training clock, learning curve
+        plan = plan_training(self, name, gen, latents, directory, decode_and_score_fn(self, space),
+                             context=None if table is None else table[0])
+        tk = self._trainer_kwargs()
+        tk["callbacks"] = [*(tk.get("callbacks") or []), *plan.callbacks]
+        stats = gen.fit(latents, None, out_dir=directory / "generator", max_steps=plan.max_steps,
+                        trainer_kwargs=tk, progress=self.progress,
                         resume=True, context=None if table is None else table[0])
         out = {k: v for k, v in stats.items() if isinstance(v, (int, float, str))}
+        out.update(plan.summary(stats))
         if table is not None:
             out["context"] = table[1]
         return out
