@@ -60,6 +60,10 @@ class SamplingConfig:
     eta: float = 0.0
     batch_size: int = 256
     guidance_scale: float = 1.0
+    #: NFE values of the quality-vs-NFE stage (empty: no stage; harness/nfe_stage.py)
+    nfe_sweep: list[int] = field(default_factory=list)
+    #: fixed-step sampler of that stage (None: ddim for diffusion, heun for flow)
+    nfe_sampler: str | None = None
 
 
 @dataclass
@@ -112,6 +116,43 @@ class SweepConfig:
 
 
 @dataclass
+class BudgetConfig:
+    """The generator's training budget in compute, the same for every space
+    (harness/budget.py). ``value: null`` (the default) = no budget: each space trains its
+    ``generator.max_steps``. Given a value, it replaces every space's ``max_steps``:
+
+    * ``flops`` (the default kind): total training FLOPs (all devices); converted to a step
+      count before training from the denoiser's counted forward+backward FLOPs of one step
+      (deterministic: same seed, same steps);
+    * ``seconds``: wall-clock seconds of the training loop (curve evaluation excluded); the
+      steps reached depend on the machine and its load;
+    * ``steps``: optimiser steps.
+    """
+
+    kind: str = "flops"
+    value: float | None = None
+    #: seconds budgets only: the autoencoder's fitting (and encoding) seconds count
+    #: against the budget
+    include_ae: bool = False
+
+
+@dataclass
+class CurvesConfig:
+    """Learning curves (harness/curves.py): at ``points`` log-spaced moments of generator
+    training, ``n_samples`` molecules are sampled with a fixed seed, decoded and scored
+    (edm + distributions) into ``<space>/curve.json``."""
+
+    enabled: bool = False
+    points: int = 6
+    n_samples: int = 64
+    #: sampler and steps of the curve samples (null: the ``sampling`` section's)
+    sampler: str | None = None
+    steps: int | None = 25
+    #: the first point, as a fraction of the steps (or seconds) of the budget
+    first_fraction: float = 0.03
+
+
+@dataclass
 class StudyConfig:
     """A comparative study: every space in ``spaces`` through the same generator and suite."""
 
@@ -133,6 +174,10 @@ class StudyConfig:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
+    #: compute budget of generator training (harness/budget.py); default: none (max_steps)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    #: learning curves recorded during generator training (harness/curves.py)
+    curves: CurvesConfig = field(default_factory=CurvesConfig)
     #: score the controls (prior, shuffled marginals, reconstruction) beside every space
     controls: bool = True
     #: the conditional stage (used when ``generator.context`` names a property)

@@ -20,7 +20,7 @@ from typing import Any
 from harness.errors import ConfigError
 
 #: dotted keys a child preset replaces as a whole when it states them
-REPLACED_ON_EXTEND = ("data.options", "spaces", "generator_overrides")
+REPLACED_ON_EXTEND = ("data.options", "spaces", "generator_overrides", "budget")
 
 #: (dotted key, rule) — "pos" > 0, "nonneg" >= 0, "unit" in [0, 1), "pos_or_none"
 _GENERATOR_RULES = (("timesteps", "pos"), ("lr", "pos"), ("batch_size", "pos"),
@@ -31,9 +31,13 @@ _RULES = (("seed", "nonneg"), ("data.max_train", "pos_or_none"),
           ("sampling.batch_size", "pos"), ("sampling.eta", "nonneg"),
           ("sampling.guidance_scale", "nonneg"), ("metrics.latent_molecules", "pos"),
           ("metrics.reference_molecules", "pos"), ("metrics.bootstrap", "nonneg"),
-          ("trainer.num_nodes", "pos"))
+          ("trainer.num_nodes", "pos"), ("budget.value", "pos_or_none"),
+          ("curves.n_samples", "pos"), ("curves.steps", "pos_or_none"))
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+#: kinds of ``budget`` (harness/budget.py)
+BUDGET_KINDS = ("steps", "flops", "seconds")
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+@-]*$")
 
 
 def safe_name(value: str, key: str) -> str:
@@ -45,6 +49,12 @@ def safe_name(value: str, key: str) -> str:
                           "'+', '-'; no path separators or '..'): it names a folder inside the "
                           "output directory")
     return value
+
+
+def space_type(key: str) -> str:
+    """The registry name of a ``spaces`` key: ``invariant@flow`` is an ``invariant`` space
+    under its own name (so one study can hold the same space twice, e.g. per family)."""
+    return key.split("@", 1)[0]
 
 
 def _get(obj: Any, dotted: str) -> Any:
@@ -82,6 +92,10 @@ def check_values(config: Any) -> None:
         where = f"generator_overrides.{space}" if space in config.generator_overrides else "generator"
         for key, rule in _GENERATOR_RULES:
             _check(getattr(gen, key), rule, f"{where}.{key}")
+    _check_budget_and_curves(config)
+    if any(not isinstance(k, int) or isinstance(k, bool) or k < 1 for k in config.sampling.nfe_sweep):
+        raise ConfigError(f"config key 'sampling.nfe_sweep' must list positive integers, "
+                          f"got {config.sampling.nfe_sweep!r}")
     accelerator = str(config.trainer.accelerator).lower()
     if accelerator in ("gpu", "cuda"):
         import torch
@@ -94,6 +108,30 @@ def check_values(config: Any) -> None:
 
         if not torch.backends.mps.is_available():
             raise ConfigError("config key 'trainer.accelerator' is 'mps' but MPS is not available")
+
+
+def _check_budget_and_curves(config: Any) -> None:
+    """``budget`` and ``curves`` rules (what harness/budget.py and harness/curves.py need)."""
+    b = getattr(config, "budget", None)
+    if b is not None:
+        if b.kind not in BUDGET_KINDS:
+            raise ConfigError(f"config key 'budget.kind' must be one of {', '.join(BUDGET_KINDS)}, "
+                              f"got {b.kind!r}")
+        if b.kind == "steps" and b.value is not None and b.value != int(b.value):
+            raise ConfigError(f"config key 'budget.value' counts steps for budget.kind=steps and "
+                              f"must be a whole number, got {b.value!r}")
+        if b.include_ae and b.kind != "seconds":
+            raise ConfigError(
+                f"config key 'budget.include_ae' is only supported with budget.kind=seconds (the "
+                f"autoencoder's fitting seconds are measured; its FLOPs are not counted, and a "
+                f"step count has no autoencoder share); got budget.kind={b.kind!r}")
+    c = getattr(config, "curves", None)
+    if c is not None and c.enabled:
+        if isinstance(c.points, bool) or not isinstance(c.points, int) or c.points < 2:
+            raise ConfigError(f"config key 'curves.points' must be an integer >= 2, got {c.points!r}")
+        if not 0 < c.first_fraction <= 1:
+            raise ConfigError(f"config key 'curves.first_fraction' must be in (0, 1], got "
+                              f"{c.first_fraction!r}")
 
 
 def merge_preset(parent: dict[str, Any], child: dict[str, Any], path: str = "") -> dict[str, Any]:
