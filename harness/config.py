@@ -17,7 +17,7 @@ import yaml
 PRESET_DIR = Path(__file__).parent / "configs"
 
 
-from harness.config_rules import check_values, merge_preset, safe_name  # noqa: F401
+from harness.config_rules import check_values, merge_preset, safe_name, space_type  # noqa: F401
 from harness.conditional import ConditionalConfig
 from harness.errors import ConfigError  # noqa: F401  (re-exported)
 
@@ -345,7 +345,7 @@ def validate_components(config: StudyConfig) -> None:
     space options against the constructors, so a typo fails before any training."""
     import inspect
 
-    from harness.core.registry import DATASETS, DENOISERS, SAMPLERS, SCHEDULES, SPACES, load_plugin
+    from harness.core.registry import DATASETS, DENOISERS, SCHEDULES, SPACES, load_plugin
 
     for plugin in config.plugins:
         load_plugin(plugin)
@@ -353,7 +353,7 @@ def validate_components(config: StudyConfig) -> None:
         DATASETS.get(config.data.dataset)
     for name, options in config.spaces.items():
         try:
-            cls = SPACES.get(name)
+            cls = SPACES.get(space_type(name))
         except KeyError as err:
             raise ConfigError(f"config key 'spaces.{name}': {err.args[0]}") from None
         params = inspect.signature(cls.__init__).parameters
@@ -384,10 +384,17 @@ def validate_components(config: StudyConfig) -> None:
         if gen.normalize not in ("none", "standard"):
             raise ConfigError(f"config key 'generator.normalize' must be none or standard, got {gen.normalize!r}")
     _validate_sweep(config)
-    try:
-        SAMPLERS.get(config.sampling.sampler)
-    except KeyError as err:
-        raise ConfigError(f"config key 'sampling.sampler': {err.args[0]}") from None
+    from generators import check_sampler
+
+    for space in config.spaces:
+        family = config.generator_for(space).family
+        try:
+            check_sampler(family, config.sampling.sampler)
+            if config.sampling.nfe_sampler:
+                check_sampler(family, config.sampling.nfe_sampler)
+        except KeyError as err:
+            where = f" (space {space!r}, family {family})" if len(config.spaces) > 1 else ""
+            raise ConfigError(f"config key 'sampling.sampler': {err.args[0]}{where}") from None
     from metrics.suites import get_suite
 
     try:

@@ -19,6 +19,8 @@ directory on a shared filesystem.
 """
 from __future__ import annotations
 
+from harness.config_rules import space_type
+
 import logging
 import os
 import time
@@ -156,7 +158,7 @@ def _follow(study, names: list[str], wait: _Waiter) -> None:
         previous = name
         space_dir = study.root / name / "space"
         if _will_run(study, name, "fit_space"):
-            space = SPACES.get(name)(elements=study.dataset.elements, **study.config.spaces.get(name, {}))
+            space = SPACES.get(space_type(name))(elements=study.dataset.elements, **study.config.spaces.get(name, {}))
             if space.trainable:
                 space.fit(study.split("train"), study.split("val"), progress=False,
                           trainer_kwargs=study._trainer_kwargs())

@@ -242,6 +242,9 @@ def write_report(root: str | Path) -> Path:
     from harness.conditional_stage import conditional_section
 
     lines += conditional_section(root, spaces)
+    from harness.nfe_stage import nfe_section
+
+    lines += nfe_section(root, spaces)
     for title, img in images:
         lines += [f"## {title}", "", f"![{title}]({img.relative_to(root)})", ""]
     if any(g for _, g in grids):

@@ -25,9 +25,10 @@ STAGES = ("fit_space", "encode", "train_generator", "sample", "score", "controls
 STAGE_OUTPUTS = {"fit_space": ("space/space.json",), "encode": ("latents.pt",),
                  "train_generator": ("generator/checkpoints/last.ckpt",),
                  "sample": ("samples.pt", "samples.sdf"), "score": ("metrics.json",),
-                 "controls": ("controls.json",), "conditional": ("conditional.json",)}
-#: stages run only by some studies (``conditional``: when ``generator.context`` is set)
-OPTIONAL_STAGES = ("conditional",)
+                 "controls": ("controls.json",), "conditional": ("conditional.json",), "nfe": ("nfe.json",)}
+#: stages run only by some studies (``conditional``: when ``generator.context`` is set;
+#: ``nfe``: when ``sampling.nfe_sweep`` is set)
+OPTIONAL_STAGES = ("conditional", "nfe")
 
 
 def stages_from(stage: str) -> list[str]:

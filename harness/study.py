@@ -28,6 +28,7 @@ import yaml
 from harness.config import StudyConfig, load_config, validate_components
 from harness.core.io import atomic_write_json, atomic_write_text, read_json
 from harness.records import base_record
+from harness.config_rules import space_type
 from harness.run_guard import RunDirLock
 from harness.results import (STAGES, stages_from, SpaceState, collect_results, decoded_samples, load_latents,
                              load_molbatch, save_latents, save_molbatch,
@@ -98,8 +99,9 @@ class Study:
         score = fingerprint_of([sample, dataclasses.asdict(c.metrics)])
         controls = fingerprint_of([score, c.controls])
         conditional = fingerprint_of([sample, dataclasses.asdict(c.conditional)])
+        nfe = fingerprint_of([gen, dataclasses.asdict(c.sampling), dataclasses.asdict(c.metrics)])
         return {"fit_space": fit, "encode": fit, "train_generator": gen, "sample": sample,
-                "score": score, "controls": controls, "conditional": conditional}
+                "score": score, "controls": controls, "conditional": conditional, "nfe": nfe}
 
     def _check_stale(self, name: str, state: "SpaceState", directory: Path) -> None:
         """Refuse (or, with ``force``, redo) stages whose recorded config differs."""
@@ -262,7 +264,7 @@ class Study:
                 if space_dir.joinpath("space.json").exists() and state.done("fit_space"):
                     cache["space"] = Space.load(space_dir)
                 else:
-                    cls = SPACES.get(name)
+                    cls = SPACES.get(space_type(name))
                     cache["space"] = cls(elements=self.dataset.elements, **self.config.spaces.get(name, {}))
             return cache["space"]
 
@@ -292,6 +294,10 @@ class Study:
         if is_conditional(self.config):
             self._stage(state, name, "conditional",
                         lambda: run_conditional(self, name, space(), directory), stop_after)
+        if self.config.sampling.nfe_sweep:
+            from harness.nfe_stage import run_nfe
+
+            self._stage(state, name, "nfe", lambda: run_nfe(self, name, space(), directory), stop_after)
 
     def _trainer_kwargs(self) -> dict[str, Any]:
         t = self.config.trainer
