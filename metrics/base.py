@@ -302,3 +302,9 @@ def _write_cache(path: Path, key: tuple[str, str], stats: Any) -> None:
 def clear_memory_cache() -> None:
     """Forget in-memory reference statistics (tests)."""
     _MEMORY_CACHE.clear()
+
+
+# every class registered as a metric family must subclass Metric
+from harness.core.registry import METRICS as _METRICS  # noqa: E402
+
+_METRICS.set_base(Metric)

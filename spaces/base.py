@@ -179,3 +179,9 @@ class Space(abc.ABC):
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
         return f"{type(self).__name__}({opts})"
+
+
+# every class registered as a space must subclass Space (a clear error at registration)
+from harness.core.registry import SPACES as _SPACES  # noqa: E402
+
+_SPACES.set_base(Space)

@@ -153,3 +153,19 @@ def _imports_of_text(text: str, name: str) -> set[str]:
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as fh:
         fh.write(text)
     return _imports(Path(fh.name), name, set(_modules()))
+
+
+@pytest.mark.parametrize("registry, base", [("SPACES", "spaces.base:Space"),
+                                            ("DENOISERS", "generators.denoisers.base:Denoiser"),
+                                            ("METRICS", "metrics.base:Metric")])
+def test_registries_check_the_base_class(registry, base):
+    import importlib
+
+    from harness.core import registry as reg
+
+    module, _, cls = base.partition(":")
+    importlib.import_module(module)
+    r = getattr(reg, registry)
+    with pytest.raises(TypeError, match=f"does not subclass {module}.{cls}"):
+        r.register("not_a_subclass")(type("NotASubclass", (), {}))
+    assert "not_a_subclass" not in r._entries

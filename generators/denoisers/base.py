@@ -66,3 +66,9 @@ def sinusoidal_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0
     if dim % 2:
         emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1)
     return emb.to(t.dtype if t.is_floating_point() else torch.get_default_dtype())
+
+
+# every class registered as a denoiser must subclass Denoiser
+from harness.core.registry import DENOISERS as _DENOISERS  # noqa: E402
+
+_DENOISERS.set_base(Denoiser)

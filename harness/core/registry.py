@@ -30,6 +30,13 @@ class Registry(Generic[T]):
         self.kind = kind
         self._entries: dict[str, T] = {}
         self._origins: dict[str, str] = {}
+        self._base: type | None = None
+
+    def set_base(self, base: type) -> type:
+        """Declare the base class every registered class must subclass (called by the
+        module defining it, e.g. ``spaces/base.py``); returns ``base``."""
+        self._base = base
+        return base
 
     def register(self, name: str | None = None, *, overwrite: bool = False) -> Callable[[T], T]:
         """Decorator registering ``obj`` under ``name`` (default: ``obj.name`` or ``__name__``)."""
@@ -37,6 +44,10 @@ class Registry(Generic[T]):
         def decorator(obj: T) -> T:
             key = name or getattr(obj, "name", None) or getattr(obj, "__name__")
             origin = getattr(obj, "__module__", "?")
+            if self._base is not None and isinstance(obj, type) and not issubclass(obj, self._base):
+                raise TypeError(f"{self.kind}: {obj.__qualname__} (from {origin}) is registered as "
+                                f"{key!r} but does not subclass {self._base.__module__}."
+                                f"{self._base.__qualname__}")
             if key in self._entries and not overwrite and self._origins[key] != origin:
                 raise ValueError(
                     f"{self.kind}: name {key!r} is already registered by {self._origins[key]}; "
