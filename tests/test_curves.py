@@ -137,3 +137,33 @@ def test_schedule_needs_a_length():
     with pytest.raises(ValueError, match="steps or the seconds"):
         schedule_for(_curves())
     assert CurveSchedule("steps", (1, 2)).to_dict() == {"kind": "steps", "at": [1, 2]}
+
+
+def test_study_with_a_flop_budget_records_a_scored_curve_and_its_report_pieces(tmp_path):
+    import math
+
+    from harness.plots_curves import curves_section, prior_floor, time_to_threshold
+    from harness.study import Study
+
+    study = Study.from_source("tiny", [f"output_dir={tmp_path}", "spaces={raw: {}}",
+                                       "metrics.reference_row=false", "curves.enabled=true",
+                                       "curves.points=3", "curves.n_samples=16", "curves.steps=5",
+                                       "budget.value=1.0e9"])
+    study.run()
+    root = study.root
+    info = json.loads((root / "raw" / "state.json").read_text())["info"]["train_generator"]
+    fps = info["flops_per_step"]
+    assert info["steps"] == math.floor(1.0e9 / fps) == info["budget"]["steps_planned"] >= 2
+    assert info["flops_total"] == fps * info["steps"] and info["budget"]["kind"] == "flops"
+    assert info["total_seconds"] == pytest.approx(info["ae_seconds"] + info["train_seconds"], abs=1e-2)
+    assert info["curve_points"] == 3 and info["curve_overhead"] > 0
+    curve = read_curve(root / "raw" / "curve.json")
+    assert curve["points"][-1]["step"] == info["steps"]
+    for p in curve["points"]:
+        assert {"edm.validity", "edm.mol_stability", "dist.atom_type_tv", "quality"} <= set(p["values"])
+    assert "edm.validity" in prior_floor(root, "raw")
+    result = time_to_threshold(root, ["raw"], {"edm.mol_stability": 1.01})
+    assert result["spaces"]["raw"]["edm.mol_stability"] is None          # never reached
+    lines = curves_section(root, ["raw"])
+    assert (root / "plots" / "learning_curves.png").exists()
+    assert any("not reached" in line for line in lines) or any("| `raw` |" in line for line in lines)
