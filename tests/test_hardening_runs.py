@@ -147,7 +147,9 @@ def test_run_dir_plugins_resolve_against_the_run_directory(run_dir, tmp_path, mo
     import yaml
 
     d = _copy(run_dir, tmp_path)
-    shutil.copy(REPO / "tests" / "fixtures" / "my_space.py", d / "my_space.py")
+    text = (REPO / "tests" / "fixtures" / "my_space.py").read_text()
+    # a name of its own: the fixture's "scaled_raw" may already be registered by another test
+    (d / "my_space.py").write_text(text.replace('"scaled_raw"', '"scaled_raw_rundir"'))
     cfg = yaml.safe_load((d / "config.yaml").read_text())
     cfg["plugins"] = ["my_space.py"]
     (d / "config.yaml").write_text(yaml.safe_dump(cfg))
