@@ -45,7 +45,25 @@ def _readable(path: Path) -> bool:
             read_json(path)
         except (OSError, ValueError):
             return False
+    if path.suffix == ".pt":           # latents / samples: tensors only, cheap to check
+        try:
+            _load_tensors(path)
+        except RunDirError:
+            return False
     return True
+
+
+def _load_tensors(path: Path) -> dict[str, Any]:
+    """A ``.pt`` file of tensors (``weights_only``: never code); a damaged or foreign file
+    is a :class:`RunDirError` naming it."""
+    try:
+        data = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as err:     # truncated zip, unpickling refusal, EOF: all "damaged"
+        raise RunDirError(f"{path}: damaged or not an l3dg tensor file ({type(err).__name__}); "
+                          "`l3dg run --resume` redoes the stage that writes it") from None
+    if not isinstance(data, dict):
+        raise RunDirError(f"{path}: not an l3dg tensor file (a {type(data).__name__})")
+    return data
 
 
 def stage_output_ok(space_dir: Path, stage: str) -> bool:
@@ -131,7 +149,7 @@ def save_latents(latent, path: Path) -> None:
 def load_latents(path: Path, spec):
     from harness.core.types import LatentBatch
 
-    data = torch.load(path, weights_only=True)
+    data = _load_tensors(path)
     return LatentBatch(h=data["h"], x=data["x"], mask=data["mask"], spec=spec)
 
 
@@ -145,7 +163,7 @@ def save_molbatch(batch, path: Path) -> None:
 def load_molbatch(path: Path):
     from harness.core.types import MolBatch
 
-    data = torch.load(path, weights_only=True)
+    data = _load_tensors(path)
     return MolBatch(atom_types=data["atom_types"], pos=data["pos"], mask=data["mask"],
                     elements=tuple(data["elements"]), charges=data["charges"], bonds=data["bonds"],
                     props=data.get("props"))

@@ -175,3 +175,13 @@ def test_sweep_report_on_missing_storage_or_unknown_sweep(tmp_path, capsys, monk
     assert "no sweep named 'nosuch'" in err and "real" in err
     assert main(["sweep-report", "real", "--storage", url]) == 2
     assert "no completed trial" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["latents.pt", "samples.pt"])
+def test_damaged_tensor_files_are_redone_on_resume(run_dir, tmp_path, capsys, name):
+    d = _copy(run_dir, tmp_path)
+    (d / "flat" / name).write_bytes(b"PK\x03\x04 truncated")
+    assert main(["run", "--resume", str(d)]) == 0
+    import torch
+
+    assert isinstance(torch.load(d / "flat" / name, weights_only=True), dict)
