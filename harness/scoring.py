@@ -81,6 +81,16 @@ def run_controls(study: Any, name: str, space: Any, directory: Path) -> dict[str
         if control != "reconstruction":
             out["lift"][control] = lift(samples["values"], samples.get("intervals", {}),
                                         values, intervals)
+    generated = directory / "samples.latents.pt"
+    if generated.exists():
+        # the space's own ablations of the generated latents (e.g. invariant: z_geo zeroed)
+        for control, decoded in space.ablations(load_latents(generated, space.spec)).items():
+            t0 = time.perf_counter()
+            values, intervals, metadata = score_batch(study, decoded)
+            out["controls"][control] = {"values": values, "intervals": intervals,
+                                        "molecules": metadata["counts"]["molecules"],
+                                        "seconds": round(time.perf_counter() - t0, 2),
+                                        "ablation": True}
     atomic_write_json(directory / "controls.json", out)
     return {"controls": list(out["controls"])}
 

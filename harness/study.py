@@ -410,6 +410,8 @@ class Study:
             t0 = time.perf_counter()
             decoded = space.decode(latent)
             t_decode = time.perf_counter() - t0
+            if out_name == "samples":    # kept for the space's ablation controls
+                save_latents(latent, directory / "samples.latents.pt")
         stats = dict(getattr(gen, "last_sample_stats", {}) or {})
         save_molbatch(decoded, directory / f"{out_name}.pt")
         # bonds are resolved once, here: the SDF and the score stage use the same ones

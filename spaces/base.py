@@ -63,6 +63,14 @@ class Space(abc.ABC):
     def decode(self, latent: LatentBatch) -> MolBatch:
         """Latents -> molecules; ``bonds`` is None unless ``bond_source == "decoder"``."""
 
+    def ablations(self, latent: LatentBatch) -> dict[str, MolBatch]:
+        """Space-specific controls on *generated* latents: ``name -> decoded MolBatch`` of
+        ``latent`` altered to separate what the learned latent contributes from what the
+        decoder adds on its own (e.g. the invariant space's geometry from the conformer
+        seed alone). The study scores each like the samples (``controls.json``). Default:
+        none."""
+        return {}
+
     def fit(self, train: "MolDataset", val: "MolDataset | None" = None,
             progress: bool = True, trainer_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
         """Train the space's autoencoder on a dataset split (no-op for fixed spaces).
