@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch import nn
@@ -19,11 +20,68 @@ from harness.core.data.base import CollateIndices, IndexDataset, MolDataset
 
 
 def mol_loader(dataset: MolDataset, batch_size: int, shuffle: bool, seed: int = 0,
-               transform: Callable | None = None) -> DataLoader:
-    """A DataLoader of padded MolBatch (optionally transformed with per-index extras)."""
+               transform: Callable | None = None, max_pairs: int | None = None) -> DataLoader:
+    """A DataLoader of padded MolBatch (optionally transformed with per-index extras).
+
+    ``max_pairs``: size-grouped batches (:class:`SizeGroupedBatches`) of at most
+    ``batch_size`` molecules and ``max_pairs`` padded atom pairs (B x N_max^2) each, so a
+    batch of large molecules costs the dense pair networks what a batch of small ones does.
+    None: fixed-size batches in (shuffled) dataset order."""
+    if max_pairs:
+        sampler = SizeGroupedBatches(dataset.atom_counts, batch_size, max_pairs, shuffle, seed)
+        return DataLoader(IndexDataset(len(dataset)), batch_sampler=sampler,
+                          collate_fn=CollateIndices(dataset, transform))
     return DataLoader(IndexDataset(len(dataset)), batch_size=batch_size, shuffle=shuffle,
                       collate_fn=CollateIndices(dataset, transform),
                       generator=torch.Generator().manual_seed(seed))
+
+
+class SizeGroupedBatches(torch.utils.data.Sampler):
+    """Index batches of molecules of similar size under a pair budget (fairseq's
+    ``batch_by_size``: batches formed once, their order shuffled every epoch).
+
+    The molecules are permuted (seeded), cut into windows of ``window * batch_size``, sorted
+    by atom count inside each window (so each batch is a random draw of similar sizes) and
+    cut greedily into batches of at most ``batch_size`` molecules with
+    ``B * N_max^2 <= max_pairs`` (a molecule alone above the budget forms its own batch).
+    With ``shuffle`` every epoch visits the batches in a new seeded order. The number of
+    batches is fixed, so ``len`` is exact.
+    """
+
+    def __init__(self, counts: np.ndarray, batch_size: int, max_pairs: int, shuffle: bool = True,
+                 seed: int = 0, window: int = 50):
+        if batch_size < 1 or max_pairs < 1:
+            raise ValueError(f"SizeGroupedBatches: batch_size ({batch_size}) and max_pairs "
+                             f"({max_pairs}) must be >= 1")
+        counts = np.asarray(counts, np.int64)
+        self.shuffle, self.seed, self.epoch = shuffle, int(seed), 0
+        rng = np.random.default_rng(self.seed)
+        order = rng.permutation(len(counts)) if shuffle else np.arange(len(counts))
+        span = int(window) * int(batch_size)
+        self.batches: list[list[int]] = []
+        for lo in range(0, len(order), span):
+            chunk = order[lo:lo + span]
+            chunk = chunk[np.argsort(counts[chunk], kind="stable")]
+            sizes = counts[chunk]
+            start = 0
+            while start < len(chunk):
+                # the largest b <= batch_size with b * n_max^2 <= max_pairs (sizes ascend)
+                stop = min(start + int(batch_size), len(chunk))
+                b = np.arange(1, stop - start + 1)
+                fits = (b * sizes[start:stop] ** 2 <= max_pairs).nonzero()[0]
+                take = int(fits.max()) + 1 if len(fits) else 1
+                self.batches.append(chunk[start:start + take].tolist())
+                start += take
+
+    def __iter__(self):
+        order = np.arange(len(self.batches))
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.batches))
+        self.epoch += 1
+        return iter([self.batches[i] for i in order])
+
+    def __len__(self) -> int:
+        return len(self.batches)
 
 
 class AutoencoderTask(pl.LightningModule):

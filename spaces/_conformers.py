@@ -193,6 +193,27 @@ def decode_graphs(strings: Sequence[str], elements: Sequence[str]) -> list[Decod
     return graphs
 
 
+def stereo_candidates(graphs: Sequence[DecodedGraph], limit: int, merge_enantiomers: bool,
+                      seed: int) -> tuple[list[int], list[MolRecord], dict[str, int]]:
+    """Decoder starts: up to ``limit`` stereoisomers of each valid graph, each with a seeded
+    ETKDG conformer (an invalid graph: its one atom at the origin). Returns ``(owner
+    molecule per candidate, candidate records, counts of start kinds)``."""
+    owner, records, kinds = [], [], {"etkdg-stereo": 0, "etkdg": 0, "2d": 0, "none": 0}
+    for b, g in enumerate(graphs):
+        if not g.valid:
+            owner.append(b)
+            records.append(MolRecord(numbers=g.numbers, pos=np.zeros((1, 3))))
+            kinds["none"] += 1
+            continue
+        isomers = stereo_isomers(g.mol, limit, merge_enantiomers)
+        for isomer in isomers:
+            pos, kind = embed_coordinates(isomer, seed, use_stereo=len(isomers) > 1)
+            kinds[kind] += 1
+            owner.append(b)
+            records.append(MolRecord(numbers=g.numbers, pos=pos, bonds=g.bonds, charges=g.charges))
+    return owner, records, kinds
+
+
 def relax_coordinates(graphs: Sequence[DecodedGraph], pos: np.ndarray) -> np.ndarray:
     """MMFF94 optimisation (UFF where MMFF has no parameters) of decoded coordinates
     ``pos [B, N, 3]`` Å (rows of invalid graphs, and failed optimisations, stay as they are)."""

@@ -5,6 +5,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 
@@ -21,8 +22,10 @@ class E3nnInvariantEncoder(nn.Module):
     """
 
     def __init__(self, in_dim: int, edge_dim: int, hidden: int, out_dim: int, layers: int,
-                 cutoff: float = 5.0, n_basis: int = 12):
+                 cutoff: float = 5.0, n_basis: int = 12, checkpoint: bool = False):
         super().__init__()
+        #: recompute each layer's activations in the backward pass (large molecules)
+        self.checkpoint = checkpoint
         from e3nn import o3
         from e3nn.nn import Gate
 
@@ -75,11 +78,21 @@ class E3nnInvariantEncoder(nn.Module):
         radial_in = torch.cat([basis, edge_attr.to(h.dtype)], -1)     # [B, N, N, nb + E]
         sh = self.sh(rel)                                             # [B, N, N, 9]
         node = self.input(h) * mask[..., None].to(h.dtype)
-        for (tp, lin), radial, gate, link in zip(self.convs, self.radials, self.gates, self.self_links):
-            hj = node[:, None, :, :].expand(B, N, N, node.shape[-1])
-            msg = tp(hj, sh, radial(radial_in)) * weight              # [B, N, N, mid]
-            agg = msg.sum(2) / 4.0
-            node = (link(node) + gate(lin(agg))) * mask[..., None].to(h.dtype)
+        for k in range(len(self.convs)):
+            if self.checkpoint and torch.is_grad_enabled():
+                node = torch.utils.checkpoint.checkpoint(self._layer, k, node, sh, radial_in, weight,
+                                                         mask, use_reentrant=False)
+            else:
+                node = self._layer(k, node, sh, radial_in, weight, mask)
         scalars = torch.cat([node[..., :self.mul_s], node[..., self.mul_s:self.mul_s + self.mul_v]], -1)
         return self.out(scalars) * mask[..., None].to(h.dtype)
+
+    def _layer(self, k: int, node, sh, radial_in, weight, mask) -> torch.Tensor:
+        """Convolution ``k``: ``node [B, N, hidden irreps]`` -> the same shape."""
+        (tp, lin), radial, gate, link = self.convs[k], self.radials[k], self.gates[k], self.self_links[k]
+        B, N = mask.shape
+        hj = node[:, None, :, :].expand(B, N, N, node.shape[-1])
+        msg = tp(hj, sh, radial(radial_in)) * weight                  # [B, N, N, mid]
+        agg = msg.sum(2) / 4.0
+        return (link(node) + gate(lin(agg))) * mask[..., None].to(node.dtype)
 

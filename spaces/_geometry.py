@@ -121,6 +121,17 @@ class WithInitialCoordinates:
 # =============================================================================================
 # Networks
 # =============================================================================================
+def first_nearest(dist: torch.Tensor, owner: torch.Tensor, n_owners: int) -> torch.Tensor:
+    """Per owner, the index of its first candidate with the smallest ``dist`` (``dist``,
+    ``owner``: ``[C]``) -> ``[n_owners]`` long (analysis by synthesis in decode)."""
+    best = torch.full((n_owners,), float("inf"), dtype=dist.dtype, device=dist.device)
+    best = best.scatter_reduce(0, owner, dist, reduce="amin")
+    is_best = dist <= best[owner]
+    first = torch.full((n_owners,), len(dist), device=dist.device)
+    idx = torch.arange(len(dist), device=dist.device)
+    return first.scatter_reduce(0, owner[is_best], idx[is_best], reduce="amin")
+
+
 # -- the network -----------------------------------------------------------------------------
 class GeometryAutoencoder(nn.Module):
     """3D coordinates given the graph <-> ``z_geo [B, width]`` in [-1, 1].
@@ -133,7 +144,7 @@ class GeometryAutoencoder(nn.Module):
     def __init__(self, n_elements: int, width: int, hidden: int, layers: int,
                  encoder: str = "egnn", bond_weight: float = 10.0, distance_weight: float = 1.0,
                  uniformity_weight: float = 0.0, coords_range: float = 3.0, agg_norm: float = 4.0,
-                 hydrogen_index: int = 0, gssl_weight: float = 0.0):
+                 hydrogen_index: int = 0, gssl_weight: float = 0.0, checkpoint: bool = False):
         super().__init__()
         self.gssl_weight = gssl_weight
         self.bond_weight, self.hydrogen_index = bond_weight, hydrogen_index
@@ -149,14 +160,15 @@ class GeometryAutoencoder(nn.Module):
             # invariant stream; no coordinate updates are needed for a pooled invariant code
             self.encoder_net = DenseEGNN(feat, hidden, hidden=hidden, layers=layers, sublayers=1,
                                          edge_dim=N_PAIR_FEATURES + N_DISTANCE_BASIS,
-                                         coords=False, agg_norm=agg_norm)
+                                         coords=False, agg_norm=agg_norm, checkpoint=checkpoint)
         else:
             self.encoder_net = E3nnInvariantEncoder(feat, N_PAIR_FEATURES, hidden, hidden,
-                                                    max(3, layers))
+                                                    max(3, layers), checkpoint=checkpoint)
         self.encoder_head = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, width))
         self.decoder_net = DenseEGNN(feat + width, 1, hidden=hidden, layers=layers, sublayers=1,
                                      edge_dim=N_PAIR_FEATURES, coords=True,
-                                     coords_range=coords_range, agg_norm=agg_norm)
+                                     coords_range=coords_range, agg_norm=agg_norm,
+                                     checkpoint=checkpoint)
 
     def _inputs(self, atom_types, charges, bonds, mask, dtype):
         feats = node_features(atom_types, charges, mask, self.n_elements, dtype)

@@ -38,9 +38,12 @@ geometry; such batches are labelled ``relaxed`` (``last_decode_info["relaxed"]``
 
 Failure modes, honestly reported:
 
-* encode: a molecule RDKit cannot sanitise (no SMILES) gets the SELFIES of an empty string
-  (just ``[EOS]``); tokens outside the vocabulary map to ``[UNK]``. Both are counted in
-  :attr:`InvariantSpace.last_encode_info` (and in ``fit_stats`` for the validation split).
+* encode: a molecule RDKit cannot sanitise (no SMILES), or whose SELFIES is longer than the
+  sequence cap ``max_selfies_len``, gets the SELFIES of an empty string (just ``[EOS]``;
+  fit skips such molecules and warns); tokens outside the vocabulary map to ``[UNK]``. All
+  are counted in :attr:`InvariantSpace.last_encode_info` (``unencodable``, ``too_long``,
+  ``unknown_tokens``; and in ``fit_stats`` for the validation split); ``too_long`` ones
+  are also logged as a warning naming the cap.
 * decode: a token string that decodes to no atom, or to an element outside ``elements``
   (impossible with a training vocabulary, still guarded), yields a single bare carbon atom
   named ``<k>:invalid-topology`` (an unstable molecule for every stability metric) and is
@@ -53,6 +56,7 @@ encoder); Kabsch alignment is :mod:`harness.core.geometry`'s.
 """
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import replace
 from typing import Any, Sequence
@@ -62,14 +66,16 @@ import torch
 
 from harness.core.geometry import kabsch_rmsd
 from harness.core.registry import SPACES
-from harness.core.types import ATOMIC_NUMBER, LatentBatch, LatentSpec, MolBatch, MolRecord
-from spaces._conformers import (DecodedGraph, decode_graphs, embed_coordinates, prepare_dataset,
-                                relax_coordinates, stereo_isomers)
-from spaces._geometry import GeometryAutoencoder, WithInitialCoordinates
+from harness.core.types import ATOMIC_NUMBER, LatentBatch, LatentSpec, MolBatch
+from spaces._conformers import (DecodedGraph, decode_graphs, prepare_dataset, relax_coordinates,
+                                stereo_candidates)
+from spaces._geometry import GeometryAutoencoder, WithInitialCoordinates, first_nearest
 from spaces._topology import (BOS, EOS, SPECIAL_TOKENS, UNK, TokenCollate, TopologyAutoencoder,
                               default_alphabet, record_smiles, smiles_to_tokens, table_strings,
                               token_table)
 from spaces.base import Space
+
+log = logging.getLogger(__name__)
 
 
 @SPACES.register("invariant")
@@ -92,7 +98,14 @@ class InvariantSpace(Space):
             molecules as negatives (:mod:`spaces._regularizers`; ~1e-3; 0 disables).
         latent_noise: Gaussian noise (std) added to z_topo before decoding in training
             (smoother latent space; 0 disables).
-        max_selfies_len: longest token string trained on / decoded.
+        max_selfies_len: sequence cap of the topology AE: longest SELFIES trained on, encoded
+            or decoded (drug-like molecules of ~100 atoms need ~60-100; longer ones are
+            skipped by fit and encoded as the empty graph, with a warning).
+        max_batch_pairs: size-grouped geometry batches of at most ``batch_size`` molecules
+            and this many padded atom pairs (B x N_max^2; 64 QM9 molecules ~ 5e4) each, so
+            memory does not grow with molecule size; None = fixed ``batch_size`` batches.
+        checkpoint: gradient checkpointing of the geometry AE's EGNN / e3nn blocks (training
+            memory / ~layers for ~1/3 more compute; large molecules).
         stereo_candidates: stereoisomers tried per decoded molecule (1 = ETKDG's choice).
         relax: MMFF-optimise decoded geometries (rows are labelled ``relaxed``).
         max_val: at most this many validation molecules are prepared and scored in ``fit``.
@@ -112,7 +125,8 @@ class InvariantSpace(Space):
                  distance_weight: float = 1.0, uniformity_weight: float = 0.0,
                  latent_noise: float = 0.0, max_selfies_len: int = 48,
                  stereo_candidates: int = 4, relax: bool = False, max_val: int = 500,
-                 seed: int = 0, gssl_weight: float = 0.0):
+                 seed: int = 0, gssl_weight: float = 0.0, max_batch_pairs: int | None = None,
+                 checkpoint: bool = False):
         options = dict(topo_width=topo_width, geo_width=geo_width, topo_hidden=topo_hidden,
                        topo_layers=topo_layers, geo_hidden=geo_hidden, geo_layers=geo_layers,
                        geo_encoder=geo_encoder, epochs_topo=epochs_topo, epochs_geo=epochs_geo,
@@ -120,7 +134,8 @@ class InvariantSpace(Space):
                        distance_weight=distance_weight,
                        uniformity_weight=uniformity_weight, latent_noise=latent_noise,
                        max_selfies_len=max_selfies_len, stereo_candidates=stereo_candidates,
-                       relax=relax, max_val=max_val, seed=seed, gssl_weight=gssl_weight)
+                       relax=relax, max_val=max_val, seed=seed, gssl_weight=gssl_weight,
+                       max_batch_pairs=max_batch_pairs, checkpoint=checkpoint)
         super().__init__(elements, **options)
         if min(topo_width, geo_width, topo_hidden, topo_layers, geo_hidden, geo_layers) < 1:
             raise ValueError(f"invariant: widths, hidden sizes and layers must be >= 1 ({options})")
@@ -177,7 +192,7 @@ class InvariantSpace(Space):
                                    distance_weight=self.distance_weight,
                                    uniformity_weight=self.uniformity_weight,
                                    hydrogen_index=self._hydrogen_index,
-                                   gssl_weight=self.gssl_weight)
+                                   gssl_weight=self.gssl_weight, checkpoint=self.checkpoint)
 
     @property
     def _token_index(self) -> dict[str, int]:
@@ -218,7 +233,14 @@ class InvariantSpace(Space):
         t0 = time.perf_counter()
         keep, tokens, init_flat, init_ptr, counts = self._prepare(train, progress=progress)
         if len(keep) == 0:
-            raise ValueError(f"invariant.fit: no usable training molecule in {train.name} ({counts})")
+            raise ValueError(f"invariant.fit: no usable training molecule in {train.name} ({counts}"
+                             + (f"; 'too_long' counts SELFIES above max_selfies_len="
+                                f"{self.max_selfies_len}: raise spaces.invariant.max_selfies_len"
+                                if counts["too_long"] else "") + ")")
+        if counts["too_long"]:
+            log.warning("invariant.fit: %d of %d training molecules have SELFIES longer than "
+                        "max_selfies_len=%d and are skipped (raise max_selfies_len to keep them)",
+                        counts["too_long"], len(train), self.max_selfies_len)
         self.vocab = list(SPECIAL_TOKENS) + sorted({t for seq in tokens for t in seq})
         self.decode_len = min(self.max_selfies_len, max(len(t) for t in tokens) + 4)
         torch.manual_seed(self.seed)
@@ -251,9 +273,10 @@ class InvariantSpace(Space):
         geo_stats = train_autoencoder(
             self.geometry,
             mol_loader(train_kept, self.batch_size, True, self.seed,
-                       WithInitialCoordinates(init_flat, init_ptr)),
+                       WithInitialCoordinates(init_flat, init_ptr), self.max_batch_pairs),
             mol_loader(val_parts[0], self.batch_size, False, self.seed,
-                       WithInitialCoordinates(val_parts[2], val_parts[3])) if val_parts else None,
+                       WithInitialCoordinates(val_parts[2], val_parts[3]),
+                       self.max_batch_pairs) if val_parts else None,
             epochs=self.epochs_geo, lr=self.geo_lr, progress=progress, seed=self.seed,
             trainer_kwargs=trainer_kwargs)
         self.geometry.eval()
@@ -280,8 +303,9 @@ class InvariantSpace(Space):
         rmsd_all, rmsd_heavy, rmsd_init = [], [], []
         refl = self.geometry.allow_reflection
         transform = WithInitialCoordinates(init_flat, init_ptr)
-        for start in range(0, len(val_kept), 256):
-            idx = np.arange(start, min(start + 256, len(val_kept)))
+        step = max(1, min(256, self.EVAL_PAIRS // max(1, int(val_kept.atom_counts.max()) ** 2)))
+        for start in range(0, len(val_kept), step):
+            idx = np.arange(start, min(start + step, len(val_kept)))
             batch = transform(val_kept.batch(idx), idx)
             zg = self.geometry.encode(batch.atom_types, batch.charges, batch.bonds, batch.pos, batch.mask)
             pred = self.geometry.decode(batch.atom_types, batch.charges, batch.bonds,
@@ -297,6 +321,14 @@ class InvariantSpace(Space):
                 "init_heavy_rmsd_median": round(float(torch.cat(rmsd_init).median()), 4),
                 "rmsd_note": "true graph, stereo-aware ETKDG start; "
                              + ("up to reflection" if self.geometry.allow_reflection else "proper")}
+
+    #: most padded atom pairs (B x N^2) the geometry networks see at once outside training
+    EVAL_PAIRS = 2 ** 20
+
+    def _chunk(self, mask: torch.Tensor, cap: int) -> int:
+        """Molecules per geometry-network call for batches padded like ``mask [B, N]``: at
+        most ``cap``, and at most :attr:`EVAL_PAIRS` padded pairs (memory at drug scale)."""
+        return max(1, min(cap, self.EVAL_PAIRS // max(1, mask.shape[1] ** 2)))
 
     @property
     def _hydrogen_index(self) -> int:
@@ -329,15 +361,28 @@ class InvariantSpace(Space):
         records = batch.to_records()
         smiles = [record_smiles(r) for r in records]
         token_lists = [smiles_to_tokens(s) for s in smiles]
+        too_long = [k for k, t in enumerate(token_lists) if len(t) > self.max_selfies_len]
+        if too_long:
+            log.warning("invariant.encode: %d of %d molecules (e.g. %s) have SELFIES longer than "
+                        "max_selfies_len=%d (longest %d) and are encoded as the empty graph; "
+                        "refit with a larger max_selfies_len", len(too_long), len(records),
+                        records[too_long[0]].name or f"#{too_long[0]}", self.max_selfies_len,
+                        max(len(token_lists[k]) for k in too_long))
+            for k in too_long:
+                token_lists[k] = []
         table, unknown = self._token_table(token_lists)
         length = max(2, int((table != 0).sum(1).max())) if len(table) else 2
         device = next(self.topology.parameters()).device
         z_topo = self.topology.encode(torch.from_numpy(table[:, :length]).to(device))
-        z_geo = self.geometry.encode(batch.atom_types, batch.charges, batch.bonds, batch.pos,
-                                     batch.mask)
+        step = self._chunk(batch.mask, len(batch))
+        z_geo = torch.cat([self.geometry.encode(batch.atom_types[s:s + step], batch.charges[s:s + step],
+                                                batch.bonds[s:s + step], batch.pos[s:s + step],
+                                                batch.mask[s:s + step])
+                           for s in range(0, len(batch), step)]) if len(batch) else \
+            self.geometry.encode(batch.atom_types, batch.charges, batch.bonds, batch.pos, batch.mask)
         self.last_encode_info = {"molecules": len(batch), "unknown_tokens": int(unknown),
                                  "unencodable": int(sum(s is None for s in smiles)),
-                                 "truncated": int(sum(len(t) > self.max_selfies_len for t in token_lists))}
+                                 "too_long": len(too_long)}
         return LatentBatch(h=torch.cat([z_topo.to(z_geo.dtype), z_geo], -1), spec=self.spec)
 
     def _decode_graphs(self, strings: Sequence[str]) -> list[DecodedGraph]:
@@ -359,45 +404,25 @@ class InvariantSpace(Space):
         z_topo = h[:, : self.topo_width].to(next(self.topology.parameters()).dtype)
         z_geo = h[:, self.topo_width:].to(dtype)
         graphs = self._decode_graphs(self._greedy(z_topo))
-        # candidates: (molecule index, numbers, bonds, charges, init pos)
-        owner, cand_records, init_kinds = [], [], {"etkdg-stereo": 0, "etkdg": 0, "2d": 0, "none": 0}
-        merge = self.geo_encoder == "egnn"
-        for b, g in enumerate(graphs):
-            if not g.valid:
-                owner.append(b)
-                cand_records.append(MolRecord(numbers=g.numbers, pos=np.zeros((1, 3))))
-                init_kinds["none"] += 1
-                continue
-            isomers = stereo_isomers(g.mol, self.stereo_candidates, merge)
-            for isomer in isomers:
-                pos, kind = embed_coordinates(isomer, self.seed, use_stereo=len(isomers) > 1)
-                init_kinds[kind] += 1
-                owner.append(b)
-                cand_records.append(MolRecord(numbers=g.numbers, pos=pos, bonds=g.bonds, charges=g.charges))
+        owner, cand_records, init_kinds = stereo_candidates(
+            graphs, self.stereo_candidates, self.geo_encoder == "egnn", self.seed)
         cand = MolBatch.from_records(cand_records, self.elements)
         device = z_geo.device
         cand = cand.to(device)
         owner_t = torch.as_tensor(owner, device=device)
         pos = torch.zeros_like(cand.pos, dtype=dtype)
-        for s in range(0, len(cand), 256):
-            sl = slice(s, s + 256)
+        step = self._chunk(cand.mask, 256)
+        for s in range(0, len(cand), step):
+            sl = slice(s, s + step)
             pos[sl] = self.geometry.decode(cand.atom_types[sl], cand.charges[sl], cand.bonds[sl],
                                            cand.pos[sl], cand.mask[sl], z_geo[owner_t[sl]])
         choice = torch.arange(len(cand), device=device)
         if len(cand) > len(graphs):
-            z_back = torch.cat([self.geometry.encode(cand.atom_types[s:s + 256], cand.charges[s:s + 256],
-                                                     cand.bonds[s:s + 256], pos[s:s + 256],
-                                                     cand.mask[s:s + 256])
-                                for s in range(0, len(cand), 256)])
-            dist = ((z_back - z_geo[owner_t]) ** 2).sum(-1)
-            best = torch.full((len(graphs),), float("inf"), dtype=dist.dtype, device=device)
-            best = best.scatter_reduce(0, owner_t, dist, reduce="amin")
-            is_best = dist <= best[owner_t]
-            # first candidate reaching the minimum, per molecule
-            first = torch.full((len(graphs),), len(cand), device=device)
-            idx = torch.arange(len(cand), device=device)
-            first = first.scatter_reduce(0, owner_t[is_best], idx[is_best], reduce="amin")
-            choice = first
+            z_back = torch.cat([self.geometry.encode(cand.atom_types[s:s + step], cand.charges[s:s + step],
+                                                     cand.bonds[s:s + step], pos[s:s + step],
+                                                     cand.mask[s:s + step])
+                                for s in range(0, len(cand), step)])
+            choice = first_nearest(((z_back - z_geo[owner_t]) ** 2).sum(-1), owner_t, len(graphs))
         chosen = cand[choice.cpu() if choice.device.type != "cpu" else choice]
         pos = pos[choice][:, : chosen.max_atoms]
         relaxed = bool(self.relax)

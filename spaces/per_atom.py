@@ -33,14 +33,14 @@ class PerAtomAutoencoder(nn.Module):
     """
 
     def __init__(self, n_types: int, k: int, hidden: int, layers: int, latent_noise: float,
-                 kl_weight: float, gssl_weight: float = 0.0):
+                 kl_weight: float, gssl_weight: float = 0.0, checkpoint: bool = False):
         super().__init__()
         self.gssl_weight = gssl_weight
         self.n_types, self.k = n_types, k
         self.encoder = DenseEGNN(n_types, k, hidden=hidden, layers=layers, sublayers=1,
-                                 coords_range=15.0)
+                                 coords_range=15.0, checkpoint=checkpoint)
         self.decoder = DenseEGNN(k, n_types, hidden=hidden, layers=layers, sublayers=1,
-                                 coords_range=15.0)
+                                 coords_range=15.0, checkpoint=checkpoint)
         self.latent_noise, self.kl_weight = latent_noise, kl_weight
 
     def encode(self, types: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor):
@@ -99,6 +99,9 @@ class PerAtomSpace(Space):
         gssl_weight: graph self-supervision: InfoNCE between each molecule's mean ``[h, |x|]``
             and that of a view with 20 % of its atoms dropped, the batch's other molecules as
             negatives (:mod:`spaces._regularizers`; ~1e-3; 0 disables; needs k >= 1).
+        max_batch_pairs: size-grouped batches of at most ``batch_size`` molecules and this
+            many padded atom pairs (B x N_max^2) each (large molecules); None = fixed batches.
+        checkpoint: gradient checkpointing of the EGNN blocks (large molecules).
     """
 
     name = "per_atom"
@@ -110,13 +113,15 @@ class PerAtomSpace(Space):
     def __init__(self, elements: Sequence[str], k: int = 2, hidden: int = 64, layers: int = 3,
                  epochs: int = 20, batch_size: int = 64, lr: float = 1e-3,
                  latent_noise: float = 0.05, kl_weight: float = 0.01, seed: int = 0,
-                 gssl_weight: float = 0.0):
+                 gssl_weight: float = 0.0, max_batch_pairs: int | None = None,
+                 checkpoint: bool = False):
         super().__init__(elements, k=k, hidden=hidden, layers=layers, epochs=epochs,
                          batch_size=batch_size, lr=lr, latent_noise=latent_noise,
-                         kl_weight=kl_weight, seed=seed, gssl_weight=gssl_weight)
+                         kl_weight=kl_weight, seed=seed, gssl_weight=gssl_weight,
+                         max_batch_pairs=max_batch_pairs, checkpoint=checkpoint)
         torch.manual_seed(seed)
         self.net = PerAtomAutoencoder(len(self.elements), k, hidden, layers, latent_noise, kl_weight,
-                                      gssl_weight)
+                                      gssl_weight, checkpoint)
         self.net.eval()
 
     @classmethod
@@ -141,8 +146,10 @@ class PerAtomSpace(Space):
         o = self.options
         self.net.train()
         stats = train_autoencoder(
-            self.net, mol_loader(train, o["batch_size"], shuffle=True, seed=o["seed"]),
-            mol_loader(val, 256, shuffle=False) if val is not None and len(val) else None,
+            self.net, mol_loader(train, o["batch_size"], shuffle=True, seed=o["seed"],
+                                 max_pairs=o["max_batch_pairs"]),
+            mol_loader(val, 256, shuffle=False, max_pairs=o["max_batch_pairs"])
+            if val is not None and len(val) else None,
             epochs=o["epochs"], lr=o["lr"], progress=progress, seed=o["seed"],
             trainer_kwargs=trainer_kwargs)
         stats["coord_identity_rmsd"] = self.coord_identity_rmsd(val if val is not None and len(val) else train)
