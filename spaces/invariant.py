@@ -36,23 +36,17 @@ What gets scored is the decoder's raw output. ``relax=True`` MMFF-optimises the 
 geometry; such batches are labelled ``relaxed`` (``last_decode_info["relaxed"]`` and a
 ``:relaxed`` suffix on every name) so reports keep raw and relaxed rows apart.
 
-Failure modes, honestly reported:
-
-* encode: a molecule RDKit cannot sanitise (no SMILES), or whose SELFIES is longer than the
-  sequence cap ``max_selfies_len``, gets the SELFIES of an empty string (just ``[EOS]``;
-  fit skips such molecules and warns); tokens outside the vocabulary map to ``[UNK]``. All
-  are counted in :attr:`InvariantSpace.last_encode_info` (``unencodable``, ``too_long``,
-  ``unknown_tokens``; and in ``fit_stats`` for the validation split); ``too_long`` ones
-  are also logged as a warning naming the cap.
-* decode: a token string that decodes to no atom, or to an element outside ``elements``
-  (impossible with a training vocabulary, still guarded), yields a single bare carbon atom
-  named ``<k>:invalid-topology`` (an unstable molecule for every stability metric) and is
-  counted in :attr:`InvariantSpace.last_decode_info`.
+Failure modes, counted in ``last_encode_info`` / ``last_decode_info`` (and ``fit_stats``):
+unsanitisable molecules and SELFIES longer than ``max_selfies_len`` encode as the empty
+string (fit skips and warns; ``unencodable``, ``too_long``), unknown tokens map to ``[UNK]``;
+a decoded string with no atom or a foreign element becomes one bare carbon named
+``<k>:invalid-topology`` (unstable for every metric).
 
 Parts (private, beside this file): ``_topology.py`` (SELFIES tokens, topology AE),
 ``_conformers.py`` (RDKit preparation, ETKDG / stereo candidates, relaxation),
 ``_geometry.py`` (pair features, geometry AE), ``_e3nn_encoder.py`` (chirality-aware
-encoder); Kabsch alignment is :mod:`harness.core.geometry`'s.
+encoder), ``_ablations.py`` (controls that separate the latent from RDKit); Kabsch alignment
+is :mod:`harness.core.geometry`'s.
 """
 from __future__ import annotations
 
@@ -67,6 +61,7 @@ import torch
 from harness.core.geometry import kabsch_rmsd
 from harness.core.registry import SPACES
 from harness.core.types import ATOMIC_NUMBER, LatentBatch, LatentSpec, MolBatch
+from spaces._ablations import invariant_ablations
 from spaces._conformers import (DecodedGraph, decode_graphs, prepare_dataset, relax_coordinates,
                                 stereo_candidates)
 from spaces._geometry import GeometryAutoencoder, WithInitialCoordinates, first_nearest
@@ -389,13 +384,14 @@ class InvariantSpace(Space):
         return decode_graphs(strings, self.elements)
 
     @torch.no_grad()
-    def decode(self, latent: LatentBatch) -> MolBatch:
+    def decode(self, latent: LatentBatch, refine: bool = True) -> MolBatch:
         """Latents ``[B, topo_width + geo_width]`` -> molecules with explicit H, bonds (from
         the topology), formal charges and decoded coordinates (Å).
 
         Steps: greedy SELFIES decoding of ``z_topo`` -> graph with H -> ``stereo_candidates``
         stereoisomers, each with a seeded ETKDG start -> geometry decoder -> the candidate whose
-        re-encoded ``z_geo`` is nearest -> optional MMFF relaxation (``relax``)."""
+        re-encoded ``z_geo`` is nearest -> optional MMFF relaxation (``relax``).
+        ``refine=False`` (an ablation) keeps the first candidate's ETKDG start as it is."""
         h = latent.h
         if h.dim() != 2 or h.shape[1] != self.topo_width + self.geo_width:
             raise ValueError(f"invariant.decode expects [B, {self.topo_width + self.geo_width}] "
@@ -415,9 +411,12 @@ class InvariantSpace(Space):
         for s in range(0, len(cand), step):
             sl = slice(s, s + step)
             pos[sl] = self.geometry.decode(cand.atom_types[sl], cand.charges[sl], cand.bonds[sl],
-                                           cand.pos[sl], cand.mask[sl], z_geo[owner_t[sl]])
+                                           cand.pos[sl], cand.mask[sl], z_geo[owner_t[sl]]) \
+                if refine else cand.pos[sl].to(dtype)
         choice = torch.arange(len(cand), device=device)
-        if len(cand) > len(graphs):
+        if not refine:
+            choice = first_nearest(torch.zeros(len(cand), device=device), owner_t, len(graphs))
+        elif len(cand) > len(graphs):
             z_back = torch.cat([self.geometry.encode(cand.atom_types[s:s + step], cand.charges[s:s + step],
                                                      cand.bonds[s:s + step], pos[s:s + step],
                                                      cand.mask[s:s + step])
@@ -440,6 +439,10 @@ class InvariantSpace(Space):
             "smiles": [g.smiles for g in graphs],
         }
         return result
+
+    def ablations(self, latent: LatentBatch) -> dict[str, MolBatch]:
+        """What the learned latent adds beyond RDKit (``spaces/_ablations.py``)."""
+        return invariant_ablations(self, latent)
 
     # -- persistence --------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -264,3 +264,17 @@ def test_pair_features_hops():
     assert bonded[0, 0, 1] and bonded[0, 1, 2] and not bonded[0, 0, 2]
     assert angle[0, 0, 2] and angle[0, 1, 3] and not angle[0, 0, 3]
     assert feats[0, 1, 2, 1] == 1 and feats[0, 0, 3, 4] == 1 and feats[0, :, 4].abs().sum() == 0
+
+
+def test_ablations_separate_the_latent_from_rdkit(fitted, test_batch):
+    space, latent = fitted, fitted.encode(test_batch)
+    out = space.ablations(latent)
+    assert set(out) == {"conformer_seed", "zgeo_zeroed", "zgeo_shuffled"}
+    full = space.decode(latent)
+    for name, batch in out.items():
+        assert len(batch) == len(latent.h)
+        # same topology everywhere: only the geometry differs
+        assert torch.equal(batch.atom_types, full.atom_types[:, :batch.atom_types.shape[1]]) or \
+            batch.atom_types.shape == full.atom_types.shape
+    seed = out["conformer_seed"]
+    assert not torch.allclose(seed.pos, full.pos[:, :seed.pos.shape[1]])   # the refiner did something
