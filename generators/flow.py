@@ -87,8 +87,12 @@ def _rotations(H: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def kabsch_align(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """Rotate zero-CoM point sets ``p [K, N, 3]`` onto ``q [K, N, 3]`` (padded rows zero):
-    ``p R^T`` with the proper rotation minimising the squared distance."""
-    R, _ = _rotations(p.transpose(1, 2).to(torch.float64) @ q.to(torch.float64))
+    ``p R^T`` with the proper rotation minimising the squared distance (the one Kabsch of
+    :mod:`harness.core.geometry`; ``_rotations`` above only scores candidate pairs)."""
+    from harness.core.geometry import kabsch_rotation
+
+    mask = (p != 0).any(-1) | (q != 0).any(-1)
+    R = kabsch_rotation(p.to(torch.float64), q.to(torch.float64), mask)
     return (p.to(torch.float64) @ R.transpose(-1, -2)).to(p.dtype)
 
 

@@ -69,7 +69,10 @@ def validate_components(config: StudyConfig) -> None:
                 check_sampler(family, config.sampling.nfe_sampler)
         except KeyError as err:
             where = f" (space {space!r}, family {family})" if len(config.spaces) > 1 else ""
-            raise ConfigError(f"config key 'sampling.sampler': {err.args[0]}{where}") from None
+            message = str(err.args[0])
+            if not message.startswith("config key"):
+                message = f"config key 'sampling.sampler': {message}"
+            raise ConfigError(f"{message}{where}") from None
     from metrics.suites import get_suite
 
     try:

@@ -1,6 +1,7 @@
 """Flow matching, the second generator family: ODE samplers against an exact velocity
 field, the 2-D Gaussian mixture, zero-CoM along the ODE, OT coupling, exact resume,
 weights-only checkpoints, guidance, errors."""
+import dataclasses
 import pytest
 import torch
 
@@ -245,9 +246,14 @@ def test_study_builds_the_configured_family(tmp_path):
     assert isinstance(gen, FlowGenerator) and gen.fc.ot_coupling and cfg.family == "flow"
     check_sampler("flow", "ddim")                                   # = euler
     check_sampler("diffusion", "dpm_solver++")
-    with pytest.raises(KeyError, match="'sampling.sampler': 'dpm_solver\\+\\+' is a diffusion"):
+    with pytest.raises((KeyError, ValueError), match="'sampling.sampler': 'dpm_solver\\+\\+' is a diffusion"):
         check_sampler("flow", "dpm_solver++")
-    bad = Study.from_source("tiny", [f"output_dir={tmp_path}", "generator.family=flow",
-                                     "sampling.sampler=ddpm"])
+    # a sampler of the other family fails at config time, before anything trains
+    with pytest.raises(ValueError, match="generator.family is 'flow'"):
+        Study.from_source("tiny", [f"output_dir={tmp_path}", "generator.family=flow",
+                                   "sampling.sampler=ddpm"])
+    bad = Study.from_source("tiny", [f"output_dir={tmp_path}"])
+    bad.config.generator = dataclasses.replace(bad.config.generator, family="flow")
+    bad.config.sampling.sampler = "ddpm"
     with pytest.raises(KeyError, match="generator.family is 'flow'"):
         bad._build_generator("raw", _Space())                       # before any training

@@ -203,34 +203,27 @@ def relax(numbers: Sequence[int], pos: np.ndarray, charge: int = 0, fmax: float 
 
 
 def kabsch_rmsd(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-    """RMSD (Å) between ``a`` and ``b`` after the optimal rotation + translation (Kabsch,
-    proper rotations only), batched.
+    """RMSD (Å) between ``a`` and ``b`` after the optimal rotation + translation (proper
+    rotations only; :func:`harness.core.geometry.kabsch_rmsd`), batched.
 
     Args:
-        a, b: [B, N, 3] coordinates with atoms in the same order (padding anywhere).
+        a, b: [B, N, 3] (or [N, 3]) coordinates with atoms in the same order.
         mask: [B, N] atoms that count (default all).
     Returns:
         [B] RMSD; NaN for a molecule with no counted atom.
     """
+    import torch
+
+    from harness.core.geometry import kabsch_rmsd as _kabsch_rmsd
+
     a = np.asarray(a, np.float64)
     b = np.asarray(b, np.float64)
     if a.ndim == 2:
         a, b = a[None], b[None]
         mask = None if mask is None else np.asarray(mask)[None]
-    w = np.ones(a.shape[:2]) if mask is None else np.asarray(mask, np.float64)
-    n = w.sum(1)
-    safe = np.maximum(n, 1.0)[:, None, None]
-    ca = (a * w[..., None]).sum(1, keepdims=True) / safe
-    cb = (b * w[..., None]).sum(1, keepdims=True) / safe
-    pa, pb = (a - ca) * w[..., None], (b - cb) * w[..., None]
-    cov = np.einsum("bni,bnj->bij", pa, pb)                      # [B, 3, 3]
-    u, _, vt = np.linalg.svd(cov)
-    d = np.sign(np.linalg.det(u @ vt))                           # reflection fix
-    u[:, :, -1] *= d[:, None]
-    rot = u @ vt                                                 # rotates pa onto pb
-    diff = np.einsum("bni,bij->bnj", pa, rot) - pb
-    rmsd = np.sqrt((diff ** 2).sum((1, 2)) / safe[:, 0, 0])
-    return np.where(n > 0, rmsd, np.nan)
+    m = np.ones(a.shape[:2], bool) if mask is None else np.asarray(mask, bool)
+    rmsd = _kabsch_rmsd(torch.from_numpy(a), torch.from_numpy(b), torch.from_numpy(m)).numpy()
+    return np.where(m.sum(1) > 0, rmsd, np.nan)
 
 
 def tblite_version() -> str:
