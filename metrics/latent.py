@@ -133,11 +133,13 @@ class LatentMetric(Metric):
     # -- reconstruction --------------------------------------------------------------------
     def _reconstruction(self, samples: Samples, decoded_parts: list[MolBatch], space: Any,
                         meta: dict[str, Any]) -> dict[str, float]:
-        decoded_records = [r for part in decoded_parts for r in part.to_records()]
+        from harness.core.molecules import Molecules
+
         bond_source = "decoder" if getattr(space, "bond_source", "perceive") == "decoder" else "perceive"
-        known = np.full(len(decoded_records), bond_source == "decoder")
-        decoded = Samples.from_records(decoded_records, "given" if bond_source == "decoder" else "perceive",
-                                       bonds_known=known)
+        # straight into the flat container (no per-molecule records in between)
+        flat = [Molecules.from_batch(part) for part in decoded_parts]
+        decoded = Samples.from_molecules(_concat(flat), "given" if bond_source == "decoder" else "perceive",
+                                         bonds_known=np.full(sum(map(len, flat)), bond_source == "decoder"))
         decoded.bond_origin = "decoder" if bond_source == "decoder" else "none"
         if len(decoded) != len(samples):
             raise MetricError(f"latent: decode returned {len(decoded)} molecules for {len(samples)}")
@@ -229,3 +231,17 @@ class LatentMetric(Metric):
         meta["latent_kind"] = spec.kind
         meta["latent_width"] = spec.width
         return {DOF: dof_mean, EFFECTIVE_DIM: eff, EFFECTIVE_DIM_PER_ATOM: per_atom}
+
+
+def _concat(parts: list):
+    """One :class:`~harness.core.molecules.Molecules` from several (offsets shifted)."""
+    from harness.core.molecules import Molecules, offsets
+
+    if len(parts) == 1:
+        return parts[0]
+    cat = lambda name: np.concatenate([getattr(p, name) for p in parts])   # noqa: E731
+    return Molecules(numbers=cat("numbers"), pos=cat("pos"), charges=cat("charges"),
+                     atom_ptr=offsets(np.concatenate([p.counts for p in parts])),
+                     bonds=cat("bonds"), bond_ptr=offsets(np.concatenate([np.diff(p.bond_ptr) for p in parts])),
+                     props=np.concatenate([p.props.reshape(len(p), -1)[:, :0] for p in parts]),
+                     smiles=cat("smiles"), names=cat("names"), bond_ok=cat("bond_ok"))

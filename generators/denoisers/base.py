@@ -27,12 +27,10 @@ __all__ = ["Denoiser", "sinusoidal_embedding"]
 
 
 class Denoiser(nn.Module):
-    """Base class. Subclasses set ``kinds`` (latent kinds they accept) and ``symmetry``
-    (``"none"``, ``"E(3)"`` or ``"SE(3)"``: the group the per-atom outputs are equivariant
-    under, besides permutations and translations)."""
+    """Base class. Subclasses set ``kinds`` (latent kinds they accept); the symmetry of a
+    backend's outputs is asserted by tests (tests/test_denoisers.py), not declared here."""
 
     kinds: tuple[str, ...] = ()
-    symmetry: str = "none"
 
     def __init__(self, spec: LatentSpec, context_dim: int = 0):
         super().__init__()

@@ -83,7 +83,6 @@ class E3nnDenoiser(Denoiser):
     """
 
     kinds = ("per_atom",)
-    symmetry = "SE(3)"
 
     def __init__(self, spec: LatentSpec, context_dim: int = 0, mul0: int = 32,
                  mul_vec: int = 8, layers: int = 3, lmax: int = 2, n_rbf: int = 16,
@@ -96,7 +95,6 @@ class E3nnDenoiser(Denoiser):
             raise ValueError("e3nn: sizes must be positive and lmax >= 1")
         from e3nn import o3
 
-        self.symmetry = "SE(3)" if chiral else "E(3)"
         self.chiral, self.n_rbf, self.r_max = chiral, n_rbf, float(r_max)
         F = spec.width
         self.irreps_sh = o3.Irreps.spherical_harmonics(lmax)

@@ -22,7 +22,6 @@ class EGNNDenoiser(Denoiser):
     (defaults: EDM's QM9 model, 9 blocks x 256 hidden, 2 GCLs per block)."""
 
     kinds = ("per_atom",)
-    symmetry = "E(3)"
 
     def __init__(self, spec: LatentSpec, context_dim: int = 0, hidden: int = 256,
                  layers: int = 9, sublayers: int = 2, attention: bool = True,

@@ -42,7 +42,6 @@ class MLPDenoiser(Denoiser):
     """
 
     kinds = ("vector",)
-    symmetry = "none"
 
     def __init__(self, spec: LatentSpec, context_dim: int = 0, width: int = 1024,
                  depth: int = 4, time_dim: int = 128, dropout: float = 0.0):
