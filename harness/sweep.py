@@ -152,8 +152,11 @@ class Objective:
                 raise optuna.TrialPruned(f"reconstruction proxy {proxy:.3f} below the median")
         study.run_space(space)  # resumes after fit_space when it was run above
         seconds = time.perf_counter() - t0
-        metrics = read_json(study.root / space / "metrics.json")["values"]
+        scored = read_json(study.root / space / "metrics.json")
+        metrics = scored["values"]
         values = {k: (float(v) if v is not None else math.nan) for k, v in metrics.items()}
+        # the objective's 95 % interval: the claim test weighs trials by their noise
+        trial.set_user_attr("objective_interval", (scored.get("intervals") or {}).get("quality"))
         state = SpaceState(study.root / space)
         attrs = {
             "space": space,

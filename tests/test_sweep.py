@@ -164,3 +164,34 @@ def test_a_users_space_is_swept_without_editing_the_package(tmp_path):
     (trial,) = study.get_trials(deepcopy=False)
     assert trial.state == optuna.trial.TrialState.COMPLETE, trial
     assert trial.user_attrs["space"] == "scaled_raw" and trial.user_attrs["space_options"] == {}
+
+
+def test_claim_test_weighs_trials_by_their_intervals():
+    from harness.sweep_report import claim_tests
+
+    rows = [{"objective": q, "recon_error": e, "objective_interval": [q - w, q + w],
+             "symmetry_error": 0.0, "dimension": 32} for q, e, w in
+            [(0.8, 0.1, 0.01), (0.6, 0.3, 0.01), (0.4, 0.5, 0.01), (0.2, 0.7, 0.01)]]
+    res = claim_tests(rows)["recon_error"]
+    assert res["rho"] == -1.0 and res["claim_beyond_noise"] is True
+    noisy = [dict(r, objective_interval=[r["objective"] - 0.5, r["objective"] + 0.5]) for r in rows]
+    res = claim_tests(noisy)["recon_error"]
+    assert res["rho_noise_range"][1] > 0 and res["claim_beyond_noise"] is False
+
+
+def test_a_sweep_whose_every_trial_fails_exits_nonzero(tmp_path, capsys, monkeypatch):
+    from harness.cli import main
+
+    plugin = tmp_path / "broken_space.py"
+    plugin.write_text(
+        "from harness.core.registry import SPACES\n"
+        "from spaces.raw import RawSpace\n"
+        "@SPACES.register('broken_raw')\n"
+        "class Broken(RawSpace):\n"
+        "    def encode(self, batch):\n"
+        "        raise RuntimeError('this space always fails')\n")
+    monkeypatch.chdir(tmp_path)
+    rc = main(["sweep", "tiny", f"plugins=[{plugin}]", "spaces={broken_raw: {}}",
+               "sweep.spaces=[broken_raw]", "--n-trials", "1", "--storage", f"sqlite:///{tmp_path / 's.db'}"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "no trial" in err
