@@ -45,7 +45,7 @@ class ConditionalConfig:
 
     Attributes:
         property: the property the generator is conditioned on (one of
-            ``metrics.conditional.CONDITIONAL_PROPERTIES``).
+            ``metrics.conditional.CONDITIONAL_PROPERTIES``); empty = ``generator.context[0]``.
         protocol: ``edm`` (count + value from Db's histograms) or ``ldm`` (in/OOD targets).
         n_samples: molecules scored (``edm``) / in-distribution targets (``ldm``).
         n_ood: targets on each OOD side (``ldm``; default ``n_samples``).
@@ -53,7 +53,7 @@ class ConditionalConfig:
         guidance_scales: CFG scales of the guidance sweep (empty: no sweep).
     """
 
-    property: str = "alpha"
+    property: str = ""          # "" = the generator's (single) context property
     protocol: str = "edm"
     n_samples: int = 1000
     n_ood: int | None = None

@@ -26,7 +26,13 @@ from harness.core.io import atomic_path, atomic_write_json
 
 
 def is_conditional(config: Any) -> bool:
-    return bool(config.generator.context) and config.data.dataset in ("qm9", "sdf")
+    """A study runs EDM's conditional protocol when its generators are conditioned on exactly
+    one property (several properties: plain conditioning, targets from the training rows)."""
+    return len(config.generator.context) == 1 and config.data.dataset in ("qm9", "sdf")
+
+
+def conditional_property(config: Any) -> str:
+    return config.conditional.property or config.generator.context[0]
 
 
 def predictor_dataset(study: Any):
@@ -40,7 +46,8 @@ def targets_for(study: Any, n: int):
     from harness.conditional import sample_targets
 
     c = study.config.conditional
-    return sample_targets(c.property, study.split("train"), n, c.protocol, study.config.seed, c.n_ood)
+    return sample_targets(conditional_property(study.config), study.split("train"), n, c.protocol,
+                          study.config.seed, c.n_ood)
 
 
 def save_targets(targets: Any, path: Path) -> None:
@@ -68,7 +75,8 @@ def run_conditional(study: Any, name: str, space: Any, directory: Path) -> dict[
     from harness.results import load_molbatch
 
     c = study.config.conditional
-    predictor = get_predictor(c.property, dataset=predictor_dataset(study), size=c.predictor_size,
+    prop = conditional_property(study.config)
+    predictor = get_predictor(prop, dataset=predictor_dataset(study), size=c.predictor_size,
                               overrides=c.predictor_options or None, progress=study.progress)
     targets = load_targets(directory / "targets.npz")
     result = evaluate_conditional(load_molbatch(directory / "samples.pt"), targets, predictor)
@@ -84,9 +92,9 @@ def run_conditional(study: Any, name: str, space: Any, directory: Path) -> dict[
             seed=study.config.seed, batch_size=s.batch_size, progress=False),
             targets, predictor, c.guidance_scales)
         out["guidance"] = [{k: v for k, v in r.items() if k != "result"} for r in rows]
-        plot_guidance_sweep(rows, study.root / "plots" / f"guidance_{name}.png", c.property)
+        plot_guidance_sweep(rows, study.root / "plots" / f"guidance_{name}.png", prop)
     atomic_write_json(directory / "conditional.json", out)
-    return {"mae": result["report"].get("mae"), "property": c.property}
+    return {"mae": result["report"].get("mae"), "property": prop}
 
 
 def conditional_section(root: Path, spaces: list[str]) -> list[str]:

@@ -96,6 +96,10 @@ def check_values(config: Any) -> None:
     if any(not isinstance(k, int) or isinstance(k, bool) or k < 1 for k in config.sampling.nfe_sweep):
         raise ConfigError(f"config key 'sampling.nfe_sweep' must list positive integers, "
                           f"got {config.sampling.nfe_sweep!r}")
+    prop = config.conditional.property
+    if prop and len(config.generator.context) == 1 and prop != config.generator.context[0]:
+        raise ConfigError(f"config key 'conditional.property' is {prop!r} but the generator is "
+                          f"conditioned on {config.generator.context[0]!r} (generator.context)")
     accelerator = str(config.trainer.accelerator).lower()
     if accelerator in ("gpu", "cuda"):
         import torch

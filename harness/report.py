@@ -243,8 +243,10 @@ def write_report(root: str | Path) -> Path:
 
     lines += conditional_section(root, spaces)
     from harness.nfe_stage import nfe_section
+    from harness.plots_curves import curves_section
 
     lines += nfe_section(root, spaces)
+    lines += curves_section(root, spaces)
     for title, img in images:
         lines += [f"## {title}", "", f"![{title}]({img.relative_to(root)})", ""]
     if any(g for _, g in grids):

@@ -94,7 +94,10 @@ class Study:
         c = self.config
         fit = fingerprint_of({"data": dataclasses.asdict(c.data), "seed": c.seed, "space": name,
                               "options": c.spaces.get(name) or {}})
-        gen = fingerprint_of([fit, dataclasses.asdict(c.generator_for(name))])
+        from harness.budget import budget_fingerprint
+
+        # a budget enters only when set, so runs without one keep their fingerprints
+        gen = fingerprint_of([fit, dataclasses.asdict(c.generator_for(name)), *budget_fingerprint(c)])
         sample = fingerprint_of([gen, dataclasses.asdict(c.sampling)])
         score = fingerprint_of([sample, dataclasses.asdict(c.metrics)])
         controls = fingerprint_of([score, c.controls])
@@ -386,13 +389,27 @@ class Study:
         gen = self.load_generator(name)
         n = n or s.n_samples
         table = self.context_table(self.config.generator_for(name).context)
-        if table is not None and out_name == "samples":
+        from harness.conditional_stage import is_conditional as _single_property
+
+        if table is not None and out_name == "samples" and _single_property(self.config):
             n = self.config.conditional.n_samples
         kwargs = dict(sampler=sampler or s.sampler, steps=steps or s.steps, eta=s.eta,
                       seed=self.config.seed, batch_size=s.batch_size, progress=self.progress)
         extra: dict[str, Any] = {}
         t0 = time.perf_counter()
-        if table is not None:
+        from harness.conditional_stage import is_conditional
+
+        if table is not None and not is_conditional(self.config):
+            # several context properties: targets are whole rows of the training table
+            pick = torch.randint(len(table[0]), (n,), generator=torch.Generator().manual_seed(self.config.seed))
+            latent = gen.sample(n, context=table[0][pick], guidance_scale=s.guidance_scale, **kwargs)
+            t_sample = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            decoded = space.decode(latent)
+            t_decode = time.perf_counter() - t0
+            mean, std = (torch.tensor(table[1][k]) for k in ("mean", "std"))
+            decoded.props = table[0][pick] * std + mean    # requested values, dataset units
+        elif table is not None:
             # EDM's protocol: (atom count, value) targets from the generator's training half
             from harness.conditional import sample_conditional
             from harness.conditional_stage import save_targets, targets_for

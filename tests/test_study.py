@@ -97,7 +97,7 @@ def test_killed_process_resumes_from_disk(tmp_path):
     out = subprocess.run([sys.executable, "-m", "harness.cli", "run", "--resume", str(tmp_path / "tiny")],
                          cwd=REPO, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "raw] done already: fit_space" in out.stderr
+    assert "raw] done already: fit_space" in out.stdout + out.stderr
     assert (tmp_path / "tiny" / "raw" / "metrics.json").stat().st_mtime_ns == done_raw
     assert (tmp_path / "tiny" / "flat" / "metrics.json").exists()
     assert "reference" in out.stdout and "flat" in out.stdout
