@@ -42,6 +42,8 @@ def embed_coordinates(mol, seed: int, use_stereo: bool, max_attempts: int = 3
     ``use_stereo``: honour the molecule's chiral tags / double-bond stereo (a few attempts,
     then stereo-free). Returns ``(pos [n, 3] float32 Å, kind)`` with kind ``"etkdg-stereo"``,
     ``"etkdg"`` or ``"2d"`` (RDKit 2D depiction plus seeded 0.3 Å noise, when ETKDG fails).
+    Each ETKDG attempt stops after :data:`EMBED_TIMEOUT_S` seconds: generated drug-sized
+    graphs can keep the embedder busy for minutes (QM9 molecules embed in milliseconds).
     """
     Chem = _rdkit()
     from rdkit.Chem import rdDepictor, rdDistGeom
@@ -57,6 +59,7 @@ def embed_coordinates(mol, seed: int, use_stereo: bool, max_attempts: int = 3
         params = rdDistGeom.ETKDGv3()
         params.randomSeed = int(seed)
         params.maxIterations = int(attempts)
+        params.timeout = EMBED_TIMEOUT_S
         try:
             ok = rdDistGeom.EmbedMolecule(candidate, params) >= 0
         except RuntimeError:  # RDKit's optimiser can raise on strained cages
@@ -67,6 +70,14 @@ def embed_coordinates(mol, seed: int, use_stereo: bool, max_attempts: int = 3
     pos = work.GetConformer().GetPositions()
     noise = np.random.default_rng(seed).normal(0.0, 0.3, pos.shape)
     return (pos + noise).astype(np.float32), "2d"
+
+
+#: heavier molecules keep ETKDG's own stereo choice (see ``stereo_isomers``)
+MAX_STEREO_HEAVY_ATOMS = 40
+#: above this many stereoisomers, candidates are drawn at random (seeded) rather than in order
+MAX_ENUMERATED_STEREO = 1024
+#: seconds one ETKDG embedding may take before the fallback (see ``embed_coordinates``)
+EMBED_TIMEOUT_S = 10
 
 
 def graph_arrays(mol) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -87,9 +98,15 @@ def stereo_isomers(mol, limit: int, merge_enantiomers: bool) -> list:
 
     if limit <= 1:
         return [mol]
+    from rdkit.Chem.EnumerateStereoisomers import GetStereoisomerCount
+
     options = StereoEnumerationOptions(onlyUnassigned=True, unique=True,
                                        maxIsomers=2 * limit if merge_enantiomers else limit,
                                        rand=None, tryEmbedding=False)
+    if GetStereoisomerCount(mol, options=options) > MAX_ENUMERATED_STEREO:
+        # many stereo elements (drug-sized generated graphs): a seeded random draw instead of
+        # walking 2^k flag combinations in order, which can take minutes
+        options.rand = 20241201
     out, seen = [], set()
     try:
         isomers = list(EnumerateStereoisomers(mol, options=options))
