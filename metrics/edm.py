@@ -243,7 +243,7 @@ def edm_smiles(mol: Chem.Mol) -> str | None:
     fails."""
     try:
         Chem.SanitizeMol(mol)
-    except ValueError:
+    except (ValueError, RuntimeError):   # RuntimeError: RDKit pre-condition violations
         return None
     return Chem.MolToSmiles(mol)
 
@@ -253,7 +253,7 @@ def validity_smiles(numbers: Sequence[int], edges: np.ndarray) -> tuple[bool, st
     mol = build_validity_molecule(numbers, edges)
     try:
         Chem.SanitizeMol(mol)
-    except ValueError:
+    except (ValueError, RuntimeError):   # a generated graph RDKit cannot even check: invalid
         return False, None
     frags = Chem.GetMolFrags(mol, asMols=True, sanitizeFrags=False)
     if len(frags) == 1:  # the single fragment's SMILES is the molecule's
