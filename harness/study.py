@@ -30,10 +30,9 @@ from harness.core.io import atomic_write_json, atomic_write_text, read_json
 from harness.records import base_record
 from harness.config_rules import space_type
 from harness.run_guard import RunDirLock
-from harness.results import (STAGES, stages_from, SpaceState, collect_results, decoded_samples, load_latents,
-                             load_molbatch, save_latents, save_molbatch,
-                             read_run_config, save_resolved_bonds, stage_output_ok,
-                             write_samples_sdf)
+from harness.results import (STAGES, SpaceState, collect_results, load_latents, read_run_config,
+                             save_latents, stage_output_ok, stages_from)
+from harness.results import load_molbatch  # noqa: F401  (re-exported for callers)
 
 log = logging.getLogger(__name__)
 
@@ -385,66 +384,9 @@ class Study:
     def _sample(self, name: str, space, directory: Path, n: int | None = None,
                 sampler: str | None = None, steps: int | None = None, out_name: str = "samples"
                 ) -> dict[str, Any]:
-        s = self.config.sampling
-        gen = self.load_generator(name)
-        n = n or s.n_samples
-        table = self.context_table(self.config.generator_for(name).context)
-        from harness.conditional_stage import is_conditional as _single_property
+        from harness.sample_stage import sample_space
 
-        if table is not None and out_name == "samples" and _single_property(self.config):
-            n = self.config.conditional.n_samples
-        kwargs = dict(sampler=sampler or s.sampler, steps=steps or s.steps, eta=s.eta,
-                      seed=self.config.seed, batch_size=s.batch_size, progress=self.progress)
-        extra: dict[str, Any] = {}
-        t0 = time.perf_counter()
-        from harness.conditional_stage import is_conditional
-
-        if table is not None and not is_conditional(self.config):
-            # several context properties: targets are whole rows of the training table
-            pick = torch.randint(len(table[0]), (n,), generator=torch.Generator().manual_seed(self.config.seed))
-            latent = gen.sample(n, context=table[0][pick], guidance_scale=s.guidance_scale, **kwargs)
-            t_sample = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            decoded = space.decode(latent)
-            t_decode = time.perf_counter() - t0
-            mean, std = (torch.tensor(table[1][k]) for k in ("mean", "std"))
-            decoded.props = table[0][pick] * std + mean    # requested values, dataset units
-        elif table is not None:
-            # EDM's protocol: (atom count, value) targets from the generator's training half
-            from harness.conditional import sample_conditional
-            from harness.conditional_stage import save_targets, targets_for
-
-            targets = targets_for(self, n)
-            decoded = sample_conditional(gen, space, targets, table[1], s.guidance_scale, **kwargs)
-            decoded.props = torch.as_tensor(targets.values, dtype=torch.float32)[:, None]
-            save_targets(targets, directory / f"{out_name}.targets.npz" if out_name != "samples"
-                         else directory / "targets.npz")
-            extra = {targets.prop: targets.values.tolist(), "target_group": targets.groups.tolist()}
-            t_sample, t_decode = time.perf_counter() - t0, 0.0
-        else:
-            latent = gen.sample(n, **kwargs)
-            t_sample = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            decoded = space.decode(latent)
-            t_decode = time.perf_counter() - t0
-            if out_name == "samples":    # kept for the space's ablation controls
-                save_latents(latent, directory / "samples.latents.pt")
-        stats = dict(getattr(gen, "last_sample_stats", {}) or {})
-        save_molbatch(decoded, directory / f"{out_name}.pt")
-        # bonds are resolved once, here: the SDF and the score stage use the same ones
-        samples = decoded_samples(decoded)
-        resolved = samples.resolved_bonds()
-        save_resolved_bonds(resolved, directory / f"{out_name}.bonds.npz")
-        from harness.sample_props import molecule_flags, sample_properties
-
-        props = sample_properties(len(decoded), space=name, seed=self.config.seed,
-                                  sampler=kwargs["sampler"], nfe=stats.get("nfe"),
-                                  bonds="decoder" if decoded.bonds is not None else "perceived",
-                                  flags=molecule_flags(decoded), extra=extra)
-        write_samples_sdf(decoded, samples, resolved, directory / f"{out_name}.sdf", props)
-        return {"n": len(decoded), "seconds_sampling": round(t_sample, 2),
-                "seconds_decoding": round(t_decode, 2), "sampler": kwargs["sampler"],
-                "steps": kwargs["steps"], "nfe": stats.get("nfe")}
+        return sample_space(self, name, space, directory, n, sampler, steps, out_name)
 
     # -- scoring (harness/scoring.py) ---------------------------------------------------
     def _score(self, name: str, space, directory: Path) -> dict[str, Any]:
