@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -15,6 +16,8 @@ from typing import Any, get_type_hints
 import yaml
 
 PRESET_DIR = Path(__file__).parent / "configs"
+#: a float in exponent form without a dot or sign (`1e13`, `1.5e13`), which YAML 1.1 keeps as a string
+_YAML11_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
 
 
 from harness.config_rules import check_values, merge_preset, safe_name, space_type  # noqa: F401
@@ -103,6 +106,9 @@ class SweepConfig:
     #: generator knobs
     lr_range: list[float] = field(default_factory=lambda: [3e-4, 3e-3])
     max_steps_choices: list[int] = field(default_factory=lambda: [300, 600])
+    #: generator-family factor (``diffusion``, ``flow``; empty = the base ``generator.family``):
+    #: each trial draws one (``sampling.sampler`` must be one both families accept, e.g. ``ddim``)
+    families: list[str] = field(default_factory=list)
     #: samples scored per trial (K)
     n_samples: int = 100
     #: "quality" (valid x unique x mol-stable, maximise) or "quality+time" (multi-objective:
@@ -231,6 +237,8 @@ def _check_type(value: Any, hint: Any, key: str) -> Any:
         want = hint if hint in base else {"int | None": int, "str | None": str, "float | None": float}[text]
         if want is float and isinstance(value, int) and not isinstance(value, bool):
             return float(value)
+        if want is float and isinstance(value, str) and _YAML11_FLOAT.match(value.strip()):
+            return float(value)    # PyYAML reads `1.5e13` (no sign) as a string
         if want is bool and not isinstance(value, bool):
             raise ConfigError(f"config key {key!r} must be true or false, got {value!r}")
         if want is int and (isinstance(value, bool) or not isinstance(value, int)):

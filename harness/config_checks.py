@@ -122,6 +122,16 @@ def _validate_sweep(config: StudyConfig) -> None:
     for key in ("latent_widths", "max_steps_choices", "spaces"):
         if not getattr(sw, key):
             raise ConfigError(f"config key 'sweep.{key}' must not be empty")
+    from generators import check_sampler
+
+    for family in sw.families:
+        if family not in ("diffusion", "flow"):
+            raise ConfigError(f"config key 'sweep.families': unknown family {family!r}; "
+                              "families: diffusion, flow")
+        try:
+            check_sampler(family, config.sampling.sampler)
+        except KeyError as err:
+            raise ConfigError(f"config key 'sweep.families': {err.args[0]}") from None
     import inspect
 
     for name, choices in sw.space_options.items():

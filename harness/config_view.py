@@ -44,8 +44,15 @@ def format_view(view: dict[str, Any]) -> str:
     lines = [f"# study {view['config']['study']}: "
              + (", ".join(f"{k} {v:,}" for k, v in view["splits"].items()) + " molecules"
                 if view["splits"] else "split sizes known once the dataset is loaded")]
+    budget = view["config"].get("budget") or {}
+    if budget.get("value") is not None:
+        lines.append(f"#   budget: {budget['kind']} {budget['value']:g} for every space"
+                     + (" (max_steps below are replaced by the budget; a FLOP budget becomes steps "
+                        "from the counted FLOPs of one step, before training)"
+                        if budget["kind"] != "steps" else " (max_steps below are replaced)"))
     for name, eff in view["effective"].items():
         g = eff["generator"]
-        lines.append(f"#   {name}: {g['max_steps']:,} steps x batch {g['batch_size']}, "
+        steps = f"{g['max_steps']:,} steps" if budget.get("value") is None else "budget steps"
+        lines.append(f"#   {name}: {steps} x batch {g['batch_size']}, "
                      f"T={g['timesteps']} {g['schedule']}, lr {g['lr']:g}, denoiser {g['denoiser']}")
     return "\n".join(lines) + "\n" + yaml.safe_dump(view, sort_keys=False)

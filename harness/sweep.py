@@ -98,7 +98,10 @@ def trial_config(trial, base: StudyConfig, root: Path) -> tuple[StudyConfig, str
     data.update(study=f"trial_{trial.number}", output_dir=str(root), spaces={space: options},
                 generator_overrides={k: v for k, v in base.generator_overrides.items() if k == space})
     data["generator"]["lr"] = trial.suggest_float("lr", sw.lr_range[0], sw.lr_range[1], log=True)
-    data["generator"]["max_steps"] = trial.suggest_categorical("max_steps", sw.max_steps_choices)
+    if base.budget.value is None:       # a compute budget fixes every trial's cost instead
+        data["generator"]["max_steps"] = trial.suggest_categorical("max_steps", sw.max_steps_choices)
+    if sw.families:
+        data["generator"]["family"] = trial.suggest_categorical("family", sw.families)
     data["sampling"]["n_samples"] = sw.n_samples
     data["metrics"]["reference_row"] = False
     config = load_config(data)

@@ -209,6 +209,14 @@ def write_sweep_report(study_name: str, storage: str, out_dir: Path | None = Non
         lines.append(f"| {r['number']} | {r.get('space')} | {fmt(r['objective'])} | {fmt(r.get('recon_error'))} | "
                      f"{fmt(r.get('symmetry_error'))} | {fmt(r.get('dimension'))} | {r['params']} |")
     lines += ["", f"{'Pareto front' if len(study.directions) > 1 else 'Best trials'}: {front}", ""]
+    families = sorted({r["params"]["family"] for r in rows if "family" in r["params"]})
+    if families:    # the generator family was a factor (sweep.families)
+        lines += ["## By generator family", "", "| family | trials | mean objective | best |",
+                  "|---|---|---|---|"]
+        for fam in families:
+            obj = [r["objective"] for r in rows if r["params"].get("family") == fam]
+            lines.append(f"| {fam} | {len(obj)} | {fmt(sum(obj) / len(obj))} | {fmt(max(obj))} |")
+        lines.append("")
     if importances:
         lines += ["## Parameter importances", ""] + [f"- {k}: {v:.3f}" for k, v in importances.items()] + [""]
     for title, img in images:

@@ -12,11 +12,11 @@ PINNED = {
     "default": (2293, {"raw": (450, 64, 500, "polynomial_2"), "invariant": (600, 64, 500, "linear"),
                        "per_atom": (450, 64, 500, "polynomial_2"), "flat": (600, 64, 500, "linear")},
                 {"mlp": {"width": 512, "depth": 4}, "egnn": {"hidden": 64, "layers": 4}}, "ddim"),
-    "qm9-cpu-hours": (19873, {"raw": (5000, 64, 500, "polynomial_2"),
-                              "invariant": (20000, 64, 500, "linear"),
-                              "per_atom": (5000, 64, 500, "polynomial_2"),
-                              "flat": (20000, 64, 500, "linear")},
-                      {"mlp": {"width": 1024, "depth": 6}, "egnn": {"hidden": 128, "layers": 6}}, "ddim"),
+    "qm9-cpu-hours": (19873, {"raw": ("budget", 64, 500, "polynomial_2"),
+                              "invariant": ("budget", 64, 500, "linear"),
+                              "per_atom": ("budget", 64, 500, "polynomial_2"),
+                              "flat": ("budget", 64, 500, "linear")},
+                      {"mlp": {"width": 512, "depth": 4}, "egnn": {"hidden": 64, "layers": 4}}, "ddim"),
     "qm9-paper": (100000, {"raw": (1_000_000, 64, 1000, "polynomial_2"),
                            "invariant": (1_000_000, 512, 500, "linear"),
                            "per_atom": (1_000_000, 64, 1000, "polynomial_2"),
@@ -28,12 +28,19 @@ PINNED = {
 }
 
 
+#: presets whose generators train a compute budget (every space the same), not max_steps
+BUDGETS = {"qm9-cpu-hours": {"kind": "flops", "value": 1.5e13, "include_ae": False}}
+
+
 @pytest.mark.parametrize("preset", sorted(PINNED))
 def test_preset_resolves_to_its_pinned_values(preset):
     train, steps, widths, sampler = PINNED[preset]
     view = resolved_view(load_config(preset))
     assert view["splits"]["train"] == train
-    got = {name: (g["max_steps"], g["batch_size"], g["timesteps"], g["schedule"])
+    budget = view["config"]["budget"]
+    assert (budget if budget["value"] is not None else None) == BUDGETS.get(preset)
+    got = {name: ("budget" if budget["value"] is not None else g["max_steps"], g["batch_size"],
+                  g["timesteps"], g["schedule"])
            for name, g in ((n, e["generator"]) for n, e in view["effective"].items())}
     assert got == steps
     for name, e in view["effective"].items():
@@ -76,3 +83,13 @@ def test_extends_cycle_is_a_clear_error(tmp_path):
     selfish.write_text("extends: self.yaml\n")
     with pytest.raises(ConfigError, match="cycle"):
         load_config(str(selfish))
+
+
+def test_an_exponent_without_a_dot_or_sign_is_a_float(tmp_path):
+    """YAML 1.1 (PyYAML) reads ``1.5e13`` as a string; a float key accepts it as the float."""
+    path = tmp_path / "budget.yaml"
+    path.write_text("extends: tiny\nstudy: b\nbudget: {kind: flops, value: 1.5e13}\n")
+    assert load_config(str(path)).budget.value == 1.5e13
+    assert load_config("tiny", ["budget.value=2e9"]).budget.value == 2e9
+    with pytest.raises(ConfigError, match="budget.value"):
+        load_config("tiny", ["budget.value=lots"])

@@ -195,3 +195,31 @@ def test_a_sweep_whose_every_trial_fails_exits_nonzero(tmp_path, capsys, monkeyp
                "sweep.spaces=[broken_raw]", "--n-trials", "1", "--storage", f"sqlite:///{tmp_path / 's.db'}"])
     err = capsys.readouterr().err
     assert rc == 1 and "no trial" in err
+
+
+def test_the_generator_family_is_a_sweep_factor():
+    """``sweep.families`` makes the family a trial parameter; a compute budget replaces the
+    steps factor, so trials are compared at equal cost."""
+    trial, config, space = _fixed_trial_config(
+        {"space": "flat", "ae_epochs": 1, "latent_width": 16, "lr": 1e-3, "max_steps": 300, "family": "flow"},
+        ["sweep.spaces=[flat]", "sweep.families=[diffusion, flow]"])
+    assert config.generator_for(space).family == "flow" == trial.user_attrs["generator"]["family"]
+    trial, config, space = _fixed_trial_config(
+        {"space": "flat", "ae_epochs": 1, "latent_width": 16, "lr": 1e-3},
+        ["sweep.spaces=[flat]", "budget={kind: flops, value: 1.0e9}"])
+    assert "max_steps" not in trial.params and config.budget.value == 1e9
+    from harness.config import ConfigError, load_config, validate_components
+
+    with pytest.raises(ConfigError, match="sweep.families"):
+        validate_components(load_config("tiny", ["sweep.families=[diffusion, fancy]"]))
+    with pytest.raises(ConfigError, match="sweep.families"):
+        validate_components(load_config("tiny", ["sweep.families=[diffusion, flow]", "sampling.sampler=ddpm"]))
+
+
+def test_a_sweep_over_both_families_reports_them_side_by_side(tmp_path):
+    study, url = run_sweep("tiny", sweep_overrides(tmp_path) + ["sweep.families=[diffusion, flow]",
+                                                                "sweep.spaces=[flat]"], n_trials=3, seed=1)
+    fams = {t.params["family"] for t in study.get_trials(deepcopy=False)}
+    assert fams <= {"diffusion", "flow"} and fams
+    text = write_sweep_report(study.study_name, url).read_text()
+    assert "## By generator family" in text
