@@ -54,5 +54,6 @@ def format_view(view: dict[str, Any]) -> str:
         g = eff["generator"]
         steps = f"{g['max_steps']:,} steps" if budget.get("value") is None else "budget steps"
         lines.append(f"#   {name}: {steps} x batch {g['batch_size']}, "
-                     f"T={g['timesteps']} {g['schedule']}, lr {g['lr']:g}, denoiser {g['denoiser']}")
+                     + (f"T={g['timesteps']} {g['schedule']}" if g.get("family", "diffusion") == "diffusion"
+                      else f"family {g['family']}") + f", lr {g['lr']:g}, denoiser {g['denoiser']}")
     return "\n".join(lines) + "\n" + yaml.safe_dump(view, sort_keys=False)

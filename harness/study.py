@@ -246,7 +246,10 @@ class Study:
         with self.view.stage(space_name, stage) as handle:
             extra = fn() or {}
             handle.info = extra
-        state.mark(stage, time.perf_counter() - t0, extra, fingerprint)
+        elapsed = time.perf_counter() - t0
+        if "shared_from" in extra:      # a copied fit costs what its twin's did
+            elapsed = SpaceState(self.root / extra["shared_from"]).seconds.get(stage, elapsed)
+        state.mark(stage, elapsed, extra, fingerprint)
         if stop_after == f"{space_name}/{stage}":
             raise StudyInterrupted(f"stopped after {stop_after}")
 
@@ -270,7 +273,14 @@ class Study:
                     cache["space"] = cls(elements=self.dataset.elements, **self.config.spaces.get(name, {}))
             return cache["space"]
 
+        twin = self._fitted_twin(name)
+
         def fit_space():
+            if twin is not None:    # an alias with the same space and options: same fit
+                import shutil
+
+                shutil.copytree(self.root / twin / "space", space_dir, dirs_exist_ok=True)
+                return {**SpaceState(self.root / twin).data.get("info", {}).get("fit_space", {}), "shared_from": twin}
             s = space()
             stats = {}
             if s.trainable:
@@ -280,6 +290,11 @@ class Study:
             return {"trainable": s.trainable, "final": stats.get("final", {}) if isinstance(stats, dict) else {}}
 
         def encode():
+            if twin is not None:
+                import shutil
+
+                shutil.copyfile(self.root / twin / "latents.pt", directory / "latents.pt")
+                return {**SpaceState(self.root / twin).data.get("info", {}).get("encode", {}), "shared_from": twin}
             latent = space().encode_dataset(self.split("train"), progress=self.progress)
             save_latents(latent, directory / "latents.pt")
             return {"molecules": len(latent)}
@@ -300,6 +315,21 @@ class Study:
             from harness.nfe_stage import run_nfe
 
             self._stage(state, name, "nfe", lambda: run_nfe(self, name, space(), directory), stop_after)
+
+    def _fitted_twin(self, name: str) -> str | None:
+        """An earlier ``spaces`` key of the same space type and options (``invariant`` for
+        ``invariant@flow``) whose fit and encoding are done: its space and latents are
+        copied instead of fitted again (same data, seed and options: the seeded fit would
+        repeat, and both generator families then see the same latents)."""
+        for other in self.config.spaces:
+            if other == name:
+                return None
+            if (space_type(other) == space_type(name)
+                    and (self.config.spaces.get(other) or {}) == (self.config.spaces.get(name) or {})):
+                state = SpaceState(self.root / other)
+                if state.done("fit_space") and state.done("encode"):
+                    return other
+        return None
 
     def _trainer_kwargs(self) -> dict[str, Any]:
         t = self.config.trainer

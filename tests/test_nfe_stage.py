@@ -25,6 +25,12 @@ def test_both_families_get_a_quality_vs_nfe_table(tmp_path):
     assert [r["nfe"] for r in diff["rows"]] == [2, 4]
     assert [r["nfe"] for r in flow["rows"]] == [1, 3]           # heun: 2 steps - 1
     assert all(r["seconds_per_molecule"] > 0 for r in diff["rows"] + flow["rows"])
+    # the alias reuses its twin's fitted space and latents (same type, options, data, seed)
+    state = json.loads((study.root / "flat@flow" / "state.json").read_text())
+    assert state["info"]["fit_space"]["shared_from"] == "flat" == state["info"]["encode"]["shared_from"]
+    twin = json.loads((study.root / "flat" / "state.json").read_text())
+    assert state["seconds"]["fit_space"] == twin["seconds"]["fit_space"]
+    assert (study.root / "flat@flow" / "latents.pt").read_bytes() == (study.root / "flat" / "latents.pt").read_bytes()
     report = (study.root / "report.md").read_text()
     assert "Quality against network evaluations" in report and (study.root / "plots" / "quality_vs_nfe.png").exists()
 

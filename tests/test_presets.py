@@ -17,6 +17,12 @@ PINNED = {
                               "per_atom": ("budget", 64, 500, "polynomial_2"),
                               "flat": ("budget", 64, 500, "linear")},
                       {"mlp": {"width": 512, "depth": 4}, "egnn": {"hidden": 64, "layers": 4}}, "ddim"),
+    "qm9-nfe": (2293, {"raw": (450, 64, 500, "polynomial_2"), "raw@flow": (450, 64, 500, "polynomial_2"),
+                       "invariant": (600, 64, 500, "linear"), "invariant@flow": (600, 64, 500, "polynomial_2"),
+                       "per_atom": (450, 64, 500, "polynomial_2"),
+                       "per_atom@flow": (450, 64, 500, "polynomial_2"),
+                       "flat": (600, 64, 500, "linear"), "flat@flow": (600, 64, 500, "polynomial_2")},
+                {"mlp": {"width": 512, "depth": 4}, "egnn": {"hidden": 64, "layers": 4}}, "ddim"),
     "qm9-paper": (100000, {"raw": (1_000_000, 64, 1000, "polynomial_2"),
                            "invariant": (1_000_000, 512, 500, "linear"),
                            "per_atom": (1_000_000, 64, 1000, "polynomial_2"),
@@ -43,6 +49,8 @@ def test_preset_resolves_to_its_pinned_values(preset):
                   g["timesteps"], g["schedule"])
            for name, g in ((n, e["generator"]) for n, e in view["effective"].items())}
     assert got == steps
+    for name, e in view["effective"].items():   # `<space>@flow` aliases train the flow family
+        assert e["generator"]["family"] == ("flow" if name.endswith("@flow") else "diffusion")
     for name, e in view["effective"].items():
         assert e["generator"]["denoiser_options"] == widths
     assert view["config"]["sampling"]["sampler"] == sampler
