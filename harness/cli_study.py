@@ -36,6 +36,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         rows = study.run()
     print()
     print(results_table(rows, terminal=True))
+    from harness.conditional_stage import conditional_section
+
+    cond = conditional_section(study.root, list(study.config.spaces))
+    if cond:                      # a conditional study: its MAE table with the baselines
+        print("\n" + "\n".join(line for line in cond if not line.startswith("![")).rstrip())
     print(f"\nreport: {study.root / 'report.md'}  (and report.html)")
     return _report_row_errors(rows)
 

@@ -316,8 +316,12 @@ def evaluate_predictions(pred, targets: np.ndarray, predictor: TrainedPredictor,
 
     prop = predictor.prop
     score = score_conditional(pred, targets, valid, groups)
-    conv = (lambda d: {k: to_report_units(prop, v) if k.startswith("mae") else v
-                       for k, v in d.items() if k != "groups"})
+    def unit(k, v):
+        if not k.startswith("mae") or v is None:
+            return v
+        return [float(x) for x in to_report_units(prop, v)] if k.endswith("_ci") else to_report_units(prop, v)
+
+    conv = (lambda d: {k: unit(k, v) for k, v in d.items() if k != "groups"})
     report = conv(score)
     if "groups" in score:
         report["groups"] = {g: conv(s) for g, s in score["groups"].items()}

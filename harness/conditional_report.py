@@ -57,17 +57,29 @@ def conditional_table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
     head = "| MAE | " + " | ".join(f"{p} ({REPORT_UNITS[p][1]})" for p in props) + " |"
     lines = [head, "|---" * (len(props) + 1) + "|"]
 
-    def row(name, values):
-        lines.append(f"| {name} | " + " | ".join(_fmt(values.get(p)) for p in props) + " |")
+    def row(name, values, cis=None):
+        cells = []
+        for p in props:
+            ci = (cis or {}).get(p)
+            cell = _fmt(values.get(p))
+            if ci:
+                cell += f" [{_fmt(ci[0])}, {_fmt(ci[1])}]"
+                atoms = first.get(p, {}).get("baselines", {}).get("atoms")
+                if atoms is not None and ci[1] < atoms:
+                    cell += " ✓"       # beats #Atoms: the whole interval lies below it
+            cells.append(cell)
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
 
     row("Naive, ours (upper bound)", {p: first[p]["baselines"]["naive"] for p in first})
     row("#Atoms, ours", {p: first[p]["baselines"]["atoms"] for p in first})
     for model, per in results.items():
-        row(f"**{model}**", {p: r["report"]["mae"] for p, r in per.items()})
+        row(f"**{model}**", {p: r["report"]["mae"] for p, r in per.items()},
+            {p: r["report"].get("mae_ci") for p, r in per.items()})
         if any("groups" in r["report"] and len(r["report"]["groups"]) > 1 for r in per.values()):
             for g in ("in", "ood_low", "ood_high"):
-                row(f"{model} [{g}]", {p: r["report"]["groups"].get(g, {}).get("mae")
-                                       for p, r in per.items() if "groups" in r["report"]})
+                grouped = {p: r["report"]["groups"].get(g, {}) for p, r in per.items() if "groups" in r["report"]}
+                row(f"{model} [{g}]", {p: v.get("mae") for p, v in grouped.items()},
+                    {p: v.get("mae_ci") for p, v in grouped.items()})
     row("QM9, ours (lower bound = predictor on Db)", {p: first[p]["baselines"]["qm9"] for p in first})
     for name, vals in PUBLISHED_MAE.items():
         row(f"*{name}, published*", vals)

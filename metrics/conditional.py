@@ -43,7 +43,7 @@ import numpy as np
 
 __all__ = ["CONDITIONAL_PROPERTIES", "HARTREE_TO_MEV", "PUBLISHED_MAE", "REPORT_UNITS",
            "NumAtomsBaseline", "PropertyHistogram", "baseline_maes", "edm_targets",
-           "ldm_targets", "mae", "score_conditional", "to_report_units"]
+           "ldm_targets", "mae", "mae_interval", "score_conditional", "to_report_units"]
 
 HARTREE_TO_MEV = 27211.386245988
 #: the six properties of the protocol, in EDM's table order
@@ -71,6 +71,18 @@ def to_report_units(prop: str, value):
     """Dataset units -> EDM's report units (identity for properties without an entry)."""
     factor = REPORT_UNITS.get(prop, ("", "", 1.0))[2]
     return np.asarray(value, np.float64) * factor if np.ndim(value) else float(value) * factor
+
+
+def mae_interval(pred, target, resamples: int = 1000, seed: int = 0,
+                 level: float = 0.95) -> list[float] | None:
+    """Percentile-bootstrap interval of the MAE over molecules (seeded; None below 2)."""
+    err = np.abs(np.asarray(pred, np.float64) - np.asarray(target, np.float64))
+    if err.size < 2:
+        return None
+    idx = np.random.default_rng(seed).integers(0, err.size, size=(resamples, err.size))
+    means = err[idx].mean(axis=1)
+    half = (1.0 - level) / 2
+    return [float(np.quantile(means, half)), float(np.quantile(means, 1.0 - half))]
 
 
 def mae(pred, target) -> float:
@@ -215,19 +227,22 @@ def score_conditional(pred, target, valid=None, groups=None) -> dict[str, Any]:
         groups: optional ``[M]`` labels (e.g. ``in`` / ``ood_low`` / ``ood_high``).
 
     Returns:
-        ``{"mae", "n", "n_scored", "n_unscorable", "mae_valid", "n_valid", "validity",
-        "groups": {label: {same keys}}}``.
+        ``{"mae", "mae_ci", "n", "n_scored", "n_unscorable", "mae_valid", "mae_valid_ci",
+        "n_valid", "validity", "groups": {label: {same keys}}}``; ``*_ci`` is the 95 %
+        percentile-bootstrap interval over molecules (:func:`mae_interval`).
     """
     pred, target = np.asarray(pred, np.float64), np.asarray(target, np.float64)
     if pred.shape != target.shape:
         raise ValueError(f"score_conditional: {pred.shape} predictions vs {target.shape} targets")
     scored = np.isfinite(pred) & np.isfinite(target)
-    out: dict[str, Any] = {"mae": mae(pred[scored], target[scored]), "n": int(len(pred)),
+    out: dict[str, Any] = {"mae": mae(pred[scored], target[scored]),
+                           "mae_ci": mae_interval(pred[scored], target[scored]), "n": int(len(pred)),
                            "n_scored": int(scored.sum()), "n_unscorable": int((~scored).sum())}
     if valid is not None:
         valid = np.asarray(valid, bool)
         both = scored & valid
-        out.update(mae_valid=mae(pred[both], target[both]), n_valid=int(valid.sum()),
+        out.update(mae_valid=mae(pred[both], target[both]),
+                   mae_valid_ci=mae_interval(pred[both], target[both]), n_valid=int(valid.sum()),
                    validity=float(valid.mean()) if len(valid) else float("nan"))
     if groups is not None:
         groups = np.asarray(groups)

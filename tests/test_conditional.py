@@ -285,3 +285,22 @@ def test_xtb_properties_of_water_and_calibration(sample_data):
     assert check["n_unscorable"] == 0 and np.isfinite(check["mae"])
     with pytest.raises(ValueError, match="not available from a single point"):
         xtb_calibration(sample_data, "alpha", n=5)
+
+
+def test_mae_carries_a_bootstrap_interval_and_the_table_marks_a_win_over_atoms():
+    from harness.conditional_report import conditional_table
+    from metrics.conditional import mae_interval, score_conditional
+
+    rng = np.random.default_rng(0)
+    target = rng.normal(size=400)
+    pred = target + rng.normal(scale=0.5, size=400)
+    score = score_conditional(pred, target)
+    lo, hi = score["mae_ci"]
+    assert lo < score["mae"] < hi and hi - lo < 0.1
+    assert mae_interval(pred[:1], target[:1]) is None
+    record = {"report": {"mae": 0.4, "mae_ci": [0.35, 0.45]},
+              "baselines": {"naive": 2.0, "atoms": 1.0, "qm9": 0.1}}
+    table = conditional_table({"space": {"alpha": record}})
+    assert "0.400 [0.350, 0.450] ✓" in table
+    record["report"]["mae_ci"] = [0.3, 1.2]        # interval reaches past #Atoms: no mark
+    assert "✓" not in conditional_table({"space": {"alpha": record}})

@@ -20,7 +20,7 @@ CONFIG = {
 }
 
 
-def test_conditional_study_scores_requested_values(tmp_path, monkeypatch):
+def test_conditional_study_scores_requested_values(tmp_path, monkeypatch, capsys):
     import yaml
 
     monkeypatch.setenv("L3DG_CACHE_DIR", str(tmp_path / "cache"))
@@ -42,3 +42,10 @@ def test_conditional_study_scores_requested_values(tmp_path, monkeypatch):
         assert float(props["alpha"]) > 0 and props["space"] == "raw" and "edm_valid" in props
     report = (study.root / "report.md").read_text()
     assert "## Conditional generation" in report and "raw prior (noise)" in report
+    assert "[" in report.split("**raw**")[1].split("\n")[0]          # the MAE carries its interval
+    from harness.cli import main
+
+    monkeypatch.setattr("sys.argv", ["l3dg"])
+    assert main(["run", "--resume", str(study.root)]) == 0       # every stage done: prints the tables
+    printed = capsys.readouterr().out
+    assert "## Conditional generation" in printed and "#Atoms, ours" in printed
