@@ -157,6 +157,9 @@ class CurvesConfig:
     steps: int | None = 25
     #: the first point, as a fraction of the steps (or seconds) of the budget
     first_fraction: float = 0.03
+    #: metric -> value of the report's time-to-threshold table (empty: the default set of
+    #: harness/plots_curves.py, DEFAULT_THRESHOLDS)
+    thresholds: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass

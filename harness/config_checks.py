@@ -59,6 +59,12 @@ def validate_components(config: StudyConfig) -> None:
         if gen.normalize not in ("none", "standard"):
             raise ConfigError(f"config key 'generator.normalize' must be none or standard, got {gen.normalize!r}")
     _validate_sweep(config)
+    for key, value in config.curves.thresholds.items():     # curve points hold edm + dist metrics
+        if not (key == "quality" or key.startswith(("edm.", "dist."))):
+            raise ConfigError(f"config key 'curves.thresholds.{key}': a curve point has quality, "
+                              "edm.* and dist.* metrics only")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key 'curves.thresholds.{key}' must be a number, got {value!r}")
     from generators import check_sampler
 
     for space in config.spaces:

@@ -33,7 +33,7 @@ __all__ = ["CURVE_KEYS", "DEFAULT_THRESHOLDS", "load_curves", "prior_floor",
 CURVE_KEYS = (("quality", "quality (no FCD)"), ("edm.validity", "validity"),
               ("edm.mol_stability", "mol stability"))
 #: the stated thresholds of the time-to-threshold table
-DEFAULT_THRESHOLDS = {"edm.validity": 0.5, "edm.mol_stability": 0.5}
+DEFAULT_THRESHOLDS = {"edm.validity": 0.5, "edm.atom_stability": 0.8, "edm.mol_stability": 0.5}
 
 
 def load_curves(root: Path, spaces: list[str]) -> dict[str, dict[str, Any]]:

@@ -201,6 +201,11 @@ def write_report(root: str | Path) -> Path:
         if spaces:
             images.append(("Quality vs reconstruction and dimension",
                            plot_quality_vs(flat, plots / "quality_vs_recon_and_dim.png")))
+            from harness.plots_factors import plot_factors_at_equal_compute
+
+            factors = plot_factors_at_equal_compute(root, spaces, flat, plots / "factors_at_equal_compute.png")
+            if factors:
+                images.append(("Factors at equal compute (from the learning curves)", factors))
     curves = plot_training_curves(root, spaces, plots / "training_curves.png")
     if curves:
         images.append(("Training curves", curves))
@@ -246,7 +251,7 @@ def write_report(root: str | Path) -> Path:
     from harness.plots_curves import curves_section
 
     lines += nfe_section(root, spaces)
-    lines += curves_section(root, spaces)
+    lines += curves_section(root, spaces, (config.get("curves") or {}).get("thresholds") or None)
     for title, img in images:
         lines += [f"## {title}", "", f"![{title}]({img.relative_to(root)})", ""]
     if any(g for _, g in grids):

@@ -287,7 +287,8 @@ class Study:
                 stats = s.fit(self.split("train"), self.split("val"), progress=self.progress,
                               trainer_kwargs=self._trainer_kwargs())
             s.save(space_dir)
-            return {"trainable": s.trainable, "final": stats.get("final", {}) if isinstance(stats, dict) else {}}
+            return {"trainable": s.trainable, "final": stats.get("final", {}) if isinstance(stats, dict) else {},
+                    "symmetry": s.spec.symmetries}
 
         def encode():
             if twin is not None:

@@ -2,6 +2,7 @@
 interrupted run that continues the uninterrupted run's curve exactly."""
 from __future__ import annotations
 
+import math
 import json
 from types import SimpleNamespace
 
@@ -167,3 +168,38 @@ def test_study_with_a_flop_budget_records_a_scored_curve_and_its_report_pieces(t
     lines = curves_section(root, ["raw"])
     assert (root / "plots" / "learning_curves.png").exists()
     assert any("not reached" in line for line in lines) or any("| `raw` |" in line for line in lines)
+
+
+def _curve(flops, quality):
+    return {"points": [{"flops": f, "train_seconds": 1.0, "values": {"quality": q}}
+                       for f, q in zip(flops, quality)]}
+
+
+def test_factors_compare_spaces_at_equal_compute(tmp_path):
+    from harness.plots_factors import equal_compute_levels, plot_factors_at_equal_compute, quality_at
+
+    a, b = _curve([1e9, 1e10, 1e11], [0.0, 0.5, 1.0]), _curve([1e10, 1e12], [0.2, 0.4])
+    assert quality_at(a, 1e10) == pytest.approx(0.5)
+    assert quality_at(a, 10 ** 10.5) == pytest.approx(0.75)        # linear in log FLOPs
+    assert math.isnan(quality_at(a, 1e12))                          # no extrapolation
+    levels = equal_compute_levels({"a": [a], "b": [b]}, 3)
+    assert levels[0] == pytest.approx(1e10) and levels[-1] == pytest.approx(1e11)
+    assert equal_compute_levels({"a": [a], "c": [_curve([1e12, 1e13], [0, 1])]}) == []
+    for name, curve in (("a", a), ("b", b)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "curve.json").write_text(json.dumps({**curve, "fingerprint": "x"}))
+        (tmp_path / name / "state.json").write_text(json.dumps(
+            {"done": {}, "info": {"fit_space": {"symmetry": {"rotation": "invariant"}}}}))
+    flat = {"a": {"latent.recon_rmsd": 0.1, "latent.dof": 100}, "b": {"latent.recon_rmsd": 1.0, "latent.dof": 40}}
+    assert plot_factors_at_equal_compute(tmp_path, ["a", "b"], flat, tmp_path / "f.png").exists()
+    assert plot_factors_at_equal_compute(tmp_path, ["zz"], flat, tmp_path / "g.png") is None
+
+
+def test_curve_thresholds_are_a_checked_config_key():
+    from harness.config import ConfigError, load_config, validate_components
+
+    config = load_config("tiny", ["curves.thresholds={edm.atom_stability: 0.9}"])
+    validate_components(config)
+    assert config.curves.thresholds == {"edm.atom_stability": 0.9}
+    with pytest.raises(ConfigError, match="curves.thresholds.fcd"):
+        validate_components(load_config("tiny", ["curves.thresholds={fcd: 3}"]))
