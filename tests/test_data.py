@@ -197,3 +197,16 @@ def test_full_qm9_load():
     train = ds.split("train")
     batch = train.batch(np.arange(64))
     assert batch.bonds is not None and batch.pos.shape[2] == 3
+
+
+def _square_chunk(job):
+    return [x * x for x in job]
+
+
+def test_ordered_chunk_map_keeps_input_order_in_a_process_pool():
+    from harness.core.data.pool import ordered_chunk_map
+
+    jobs = [list(range(k, k + 3)) for k in range(0, 12, 3)]
+    want = [x * x for x in range(12)]
+    assert ordered_chunk_map(_square_chunk, jobs, 2, total=12, desc="t", progress=False) == want
+    assert ordered_chunk_map(_square_chunk, jobs, 1, total=12, desc="t", progress=False) == want

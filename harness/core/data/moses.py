@@ -39,7 +39,6 @@ import importlib.util
 import logging
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -175,28 +174,12 @@ def _single_thread() -> None:
 def build_many(smiles: Sequence[str], settings: dict[str, Any], workers: int, progress: bool
                ) -> list[tuple[MolRecord | None, str]]:
     """:func:`build_conformer` over ``smiles`` (process pool when ``workers > 1``), in order."""
-    from tqdm.auto import tqdm
+    from harness.core.data.pool import ordered_chunk_map
 
     chunk = 25
     jobs = [(list(smiles[k:k + chunk]), settings) for k in range(0, len(smiles), chunk)]
-    bar = tqdm(total=len(smiles), desc=f"moses: {settings['method']} conformers", unit="mol",
-               disable=not progress)
-    results: list[tuple[MolRecord | None, str]] = []
-    if workers > 1 and len(jobs) > 1:
-        import multiprocessing as mp
-
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
-                                 initializer=_single_thread) as pool:
-            for part in pool.map(_build_chunk, jobs):
-                results += part
-                bar.update(len(part))
-    else:
-        for job in jobs:
-            part = _build_chunk(job)
-            results += part
-            bar.update(len(part))
-    bar.close()
-    return results
+    return ordered_chunk_map(_build_chunk, jobs, workers, total=len(smiles), progress=progress,
+                             desc=f"moses: {settings['method']} conformers", initializer=_single_thread)
 
 
 def _versions() -> dict[str, str]:

@@ -13,9 +13,7 @@ import importlib.util
 import logging
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -120,7 +118,7 @@ def _quiet_worker() -> None:
 
 def perceive_all(numbers, pos, counts, smiles, workers: int, progress: bool):
     """Bond perception over all molecules, in a process pool with a progress bar."""
-    from tqdm.auto import tqdm
+    from harness.core.data.pool import ordered_chunk_map
 
     chunk = 2000
     starts = np.concatenate([[0], np.cumsum(counts)])
@@ -129,23 +127,8 @@ def perceive_all(numbers, pos, counts, smiles, workers: int, progress: bool):
         m1 = min(m0 + chunk, len(counts))
         a0, a1 = starts[m0], starts[m1]
         jobs.append((numbers[a0:a1], pos[a0:a1], counts[m0:m1], smiles[m0:m1]))
-    bar = tqdm(total=len(counts), desc="qm9: perceiving bonds", unit="mol", disable=not progress)
-    results = []
-    if workers > 1:
-        import multiprocessing as mp
-
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
-                                 initializer=_quiet_worker) as pool:
-            for part in pool.map(_perceive_chunk, jobs):
-                results += part
-                bar.update(len(part))
-    else:
-        for job in jobs:
-            part = _perceive_chunk(job)
-            results += part
-            bar.update(len(part))
-    bar.close()
-    return results
+    return ordered_chunk_map(_perceive_chunk, jobs, workers, total=len(counts), progress=progress,
+                             desc="qm9: perceiving bonds", initializer=_quiet_worker)
 
 
 def preprocess_qm9(workers: int | None = None, progress: bool = True) -> tuple[Molecules, dict]:
