@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import abc
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
@@ -151,8 +152,11 @@ class Space(abc.ABC):
         atomic_write_json(directory / "space.json", {
             "name": self.space_name, "elements": list(self.elements), "options": self.options,
             "fit_stats": self.fit_stats,
-            # a user's space: remember its file so load() can import it again
+            # a user's space: remember its file so load() can import it again — by absolute
+            # path and relative to this folder (a run directory moved together with its
+            # plugin file still loads)
             "plugin": None if builtin else str(source),
+            "plugin_relative": None if builtin else os.path.relpath(source, directory.resolve()),
         })
         return directory
 
@@ -166,7 +170,7 @@ class Space(abc.ABC):
             from harness.core.registry import SPACES, load_plugin
 
             if meta["name"] not in SPACES and meta.get("plugin"):
-                load_plugin(meta["plugin"])
+                load_plugin(_plugin_file(directory, meta))
             target = SPACES.get(meta["name"])
         space = target(elements=meta["elements"], **meta["options"])
         space.fit_stats = meta.get("fit_stats", {})
@@ -193,3 +197,17 @@ class Space(abc.ABC):
 from harness.core.registry import SPACES as _SPACES  # noqa: E402
 
 _SPACES.set_base(Space)
+
+
+def _plugin_file(directory: Path, meta: dict) -> str:
+    """The saved space's plugin file: its recorded absolute path, else the path relative to
+    the space folder; a clear error naming both when neither exists."""
+    candidates = [Path(meta["plugin"])]
+    if meta.get("plugin_relative"):
+        candidates.append((directory / meta["plugin_relative"]).resolve())
+    for path in candidates:
+        if path.is_file():
+            return str(path)
+    raise FileNotFoundError(f"{directory / 'space.json'}: space {meta['name']!r} comes from a plugin "
+                            f"file that is not there ({' or '.join(map(str, candidates))}); put the "
+                            "file back or pass it with `plugins:`")

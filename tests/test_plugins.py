@@ -37,3 +37,30 @@ def test_plugin_file_that_does_not_exist_is_a_clear_error():
 
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_plugin("no/such/space.py")
+
+
+def test_a_saved_user_space_loads_after_its_run_directory_moves(tmp_path):
+    """The plugin file is recorded by absolute path *and* relative to the space folder."""
+    import shutil
+
+    import pytest
+
+    from spaces.base import Space
+
+    run = tmp_path / "run"
+    (run / "plugins").mkdir(parents=True)
+    plugin = run / "plugins" / "moved_space.py"
+    plugin.write_text(EXAMPLE.read_text().replace('"scaled_raw"', '"moved_raw"'))
+    load_plugin(plugin)
+    SPACES.get("moved_raw")(elements=["H", "C"]).save(run / "space")
+    moved = tmp_path / "elsewhere"
+    shutil.move(str(run), str(moved))
+    SPACES._entries.pop("moved_raw")                     # a fresh process: not registered yet
+    for name in [m for m in sys.modules if "moved_space" in m]:
+        del sys.modules[name]
+    space = Space.load(moved / "space")
+    assert type(space).__name__ == "ScaledRawSpace" and space.elements == ("H", "C")
+    (moved / "plugins" / "moved_space.py").unlink()
+    SPACES._entries.pop("moved_raw")
+    with pytest.raises(FileNotFoundError, match="plugin file that is not there"):
+        Space.load(moved / "space")
