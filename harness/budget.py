@@ -291,6 +291,7 @@ def curve_fingerprint(study: Any, name: str) -> str:
     from harness.core.data.base import fingerprint_of
 
     c = study.config
+    curves = {k: v for k, v in dataclasses.asdict(c.curves).items() if k != "thresholds"}  # report-only
     return fingerprint_of([study.stage_fingerprints(name)["train_generator"],
-                           dataclasses.asdict(c.curves), budget_fingerprint(c),
+                           curves, budget_fingerprint(c),
                            c.sampling.sampler, c.sampling.steps, c.sampling.eta])
