@@ -9,9 +9,12 @@ from harness.config_view import resolved_view
 
 # preset -> (train molecules, {space: (max_steps, batch_size, timesteps, schedule)}, widths, sampler)
 PINNED = {
-    "default": (2293, {"raw": (450, 64, 500, "polynomial_2"), "invariant": (600, 64, 500, "linear"),
-                       "per_atom": (450, 64, 500, "polynomial_2"), "flat": (600, 64, 500, "linear")},
+    "default": (2293, {"raw": ("budget", 64, 500, "polynomial_2"), "invariant": ("budget", 64, 500, "linear"),
+                       "per_atom": ("budget", 64, 500, "polynomial_2"), "flat": ("budget", 64, 500, "linear")},
                 {"mlp": {"width": 512, "depth": 4}, "egnn": {"hidden": 64, "layers": 4}}, "ddim"),
+    "default-steps": (2293, {"raw": (450, 64, 500, "polynomial_2"), "invariant": (600, 64, 500, "linear"),
+                             "per_atom": (450, 64, 500, "polynomial_2"), "flat": (600, 64, 500, "linear")},
+                      {"mlp": {"width": 512, "depth": 4}, "egnn": {"hidden": 64, "layers": 4}}, "ddim"),
     "qm9-cpu-hours": (19873, {"raw": ("budget", 64, 500, "polynomial_2"),
                               "invariant": ("budget", 64, 500, "linear"),
                               "per_atom": ("budget", 64, 500, "polynomial_2"),
@@ -35,7 +38,8 @@ PINNED = {
 
 
 #: presets whose generators train a compute budget (every space the same), not max_steps
-BUDGETS = {"qm9-cpu-hours": {"kind": "flops", "value": 1.5e13, "include_ae": False}}
+BUDGETS = {"qm9-cpu-hours": {"kind": "flops", "value": 1.5e13, "include_ae": False},
+           "default": {"kind": "flops", "value": 3.0e12, "include_ae": False}}
 
 
 @pytest.mark.parametrize("preset", sorted(PINNED))
@@ -77,7 +81,7 @@ def test_a_child_that_states_overrides_inherits_none_of_its_parents(tmp_path):
     assert config.generator_for("raw").max_steps == config.generator.max_steps == 600
     assert config.generator_for("invariant").schedule == "polynomial_2"   # default's linear not kept
     keep = tmp_path / "keep.yaml"
-    keep.write_text("extends: default\nstudy: keep\n")
+    keep.write_text("extends: default-steps\nstudy: keep\n")
     assert load_config(str(keep)).generator_for("raw").max_steps == 450   # unstated: inherited
 
 
