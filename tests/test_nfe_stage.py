@@ -32,6 +32,9 @@ def test_both_families_get_a_quality_vs_nfe_table(tmp_path):
     assert state["seconds"]["fit_space"] == twin["seconds"]["fit_space"]
     assert (study.root / "flat@flow" / "latents.pt").read_bytes() == (study.root / "flat" / "latents.pt").read_bytes()
     report = (study.root / "report.md").read_text()
+    assert set(diff["nfe_to_95_by_metric"]) == {"quality", "edm.atom_stability"}
+    assert all("edm.atom_stability" in r for r in diff["rows"])
+    assert "NFE → atom stability" in report
     assert "Quality against network evaluations" in report and (study.root / "plots" / "quality_vs_nfe.png").exists()
 
 
