@@ -337,10 +337,13 @@ class InvariantSpace(Space):
     def _greedy(self, z_topo: torch.Tensor) -> list[str]:
         """``z_topo [B, topo_width]`` -> decoded SELFIES strings."""
         index = self._token_index
-        ids = torch.cat([self.topology.greedy_decode(
+        chunks = [self.topology.greedy_decode(
             z_topo[s:s + 512], self.decode_len + 1, index[BOS], index[EOS],
             banned=(0, index[BOS], index[UNK])).cpu() for s in range(0, len(z_topo), 512)]
-        ) if len(z_topo) else torch.zeros(0, 0, dtype=torch.long)
+        if not chunks:
+            return []
+        width = max(c.shape[1] for c in chunks)      # each chunk stops when all its rows end
+        ids = torch.cat([torch.nn.functional.pad(c, (0, width - c.shape[1])) for c in chunks])
         return self._strings(ids.numpy())
 
     # -- encode / decode ----------------------------------------------------------------------

@@ -278,3 +278,19 @@ def test_ablations_separate_the_latent_from_rdkit(fitted, test_batch):
             batch.atom_types.shape == full.atom_types.shape
     seed = out["conformer_seed"]
     assert not torch.allclose(seed.pos, full.pos[:, :seed.pos.shape[1]])   # the refiner did something
+
+
+def test_greedy_decoding_of_more_latents_than_one_chunk(fitted, monkeypatch):
+    """Chunks of 512 latents stop at their own longest string: their token tables differ in
+    width and must be padded before they are joined (found by a 600-target OOD study)."""
+    torch.manual_seed(0)
+    z = torch.randn(700, fitted.options["topo_width"])
+    want = fitted._greedy(z[:512]) + fitted._greedy(z[512:])
+    original = fitted.topology.greedy_decode
+
+    def ragged(zc, *args, **kwargs):     # the first chunk's longest string runs 5 tokens longer
+        ids = original(zc, *args, **kwargs)
+        return torch.nn.functional.pad(ids, (0, 5)) if len(zc) == 512 else ids
+
+    monkeypatch.setattr(fitted.topology, "greedy_decode", ragged)
+    assert fitted._greedy(z) == want and len(want) == 700
