@@ -61,14 +61,13 @@ def equal_compute_levels(curves: dict[str, list[dict[str, Any]]], n: int = 4) ->
 
 
 def _symmetry(root: Path, name: str) -> str | None:
-    try:
-        sym = read_json(Path(root) / name / "state.json")["info"]["fit_space"]["symmetry"]
-    except (OSError, ValueError, KeyError, TypeError):
+    """The declared rotation symmetry the fit recorded (the study's, else any seed's)."""
+    for path in [Path(root) / name / "state.json", *sorted(Path(root).glob(f"seed-*/{name}/state.json"))]:
         try:
-            sym = read_json(next(Path(root).glob(f"seed-*/{name}/state.json")))["info"]["fit_space"]["symmetry"]
-        except (StopIteration, OSError, ValueError, KeyError, TypeError):
-            return None
-    return sym.get("rotation")
+            return read_json(path)["info"]["fit_space"]["symmetry"].get("rotation")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue
+    return None
 
 
 def plot_factors_at_equal_compute(root: str | Path, spaces: list[str],

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.core.geometry import aligned_squared_error
+from harness.core.geometry import aligned_squared_error, kabsch_rmsd
 from harness.core.nn import DenseEGNN, masked_mean, pair_geometry, remove_mean
 from harness.core.types import MolBatch
 from spaces._e3nn_encoder import E3nnInvariantEncoder
@@ -243,4 +243,25 @@ def _distances(x: torch.Tensor) -> torch.Tensor:
 def _hop3(bonds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """[B, N, N] bool: atom pairs exactly 3 bonds apart (1-4 pairs)."""
     return pair_features(bonds, mask)[0][..., 4] > 0
+
+
+@torch.no_grad()
+def reconstruction_rmsds(geometry: "GeometryAutoencoder", molecules, transform: WithInitialCoordinates,
+                         step: int, hydrogen_index: int) -> dict[str, float]:
+    """Median Kabsch RMSDs (Å) of ``decode(encode(x))`` over ``molecules`` (true graph, the
+    transform's initial coordinates as the decoder's start), ``step`` molecules per call:
+    all atoms, heavy atoms, and the start's own heavy-atom RMSD for scale."""
+    refl = geometry.allow_reflection
+    out: dict[str, list] = {"geometry_rmsd_median": [], "geometry_heavy_rmsd_median": [],
+                            "init_heavy_rmsd_median": []}
+    for start in range(0, len(molecules), step):
+        idx = np.arange(start, min(start + step, len(molecules)))
+        batch = transform(molecules.batch(idx), idx)
+        zg = geometry.encode(batch.atom_types, batch.charges, batch.bonds, batch.pos, batch.mask)
+        pred = geometry.decode(batch.atom_types, batch.charges, batch.bonds, batch.init_pos, batch.mask, zg)
+        heavy = batch.mask & (batch.atom_types != hydrogen_index)
+        out["geometry_rmsd_median"].append(kabsch_rmsd(pred, batch.pos, batch.mask, refl))
+        out["geometry_heavy_rmsd_median"].append(kabsch_rmsd(pred, batch.pos, heavy, refl))
+        out["init_heavy_rmsd_median"].append(kabsch_rmsd(batch.init_pos, batch.pos, heavy, refl))
+    return {k: round(float(torch.cat(v).median()), 4) for k, v in out.items()}
 

@@ -246,3 +246,15 @@ class TopologyAutoencoder(nn.Module):
                 break
         return torch.stack(out, 1) if out else torch.zeros(B, 0, dtype=torch.long)
 
+    def greedy_decode_chunked(self, z: torch.Tensor, max_len: int, bos: int, eos: int,
+                              banned: Sequence[int], chunk: int = 512) -> torch.Tensor:
+        """:meth:`greedy_decode` over ``chunk`` rows at a time, on CPU -> ``[B, <= max_len]``.
+        Each chunk stops at its own longest string, so tables are zero-padded to the widest
+        before they are joined."""
+        parts = [self.greedy_decode(z[s:s + chunk], max_len, bos, eos, banned).cpu()
+                 for s in range(0, len(z), chunk)]
+        if not parts:
+            return torch.zeros(0, 0, dtype=torch.long)
+        width = max(p.shape[1] for p in parts)
+        return torch.cat([torch.nn.functional.pad(p, (0, width - p.shape[1])) for p in parts])
+

@@ -58,13 +58,13 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from harness.core.geometry import kabsch_rmsd
 from harness.core.registry import SPACES
 from harness.core.types import ATOMIC_NUMBER, LatentBatch, LatentSpec, MolBatch
 from spaces._ablations import invariant_ablations
 from spaces._conformers import (DecodedGraph, decode_graphs, prepare_dataset, relax_coordinates,
                                 stereo_candidates)
-from spaces._geometry import GeometryAutoencoder, WithInitialCoordinates, first_nearest
+from spaces._geometry import (GeometryAutoencoder, WithInitialCoordinates, first_nearest,
+                              reconstruction_rmsds)
 from spaces._topology import (BOS, EOS, SPECIAL_TOKENS, UNK, TokenCollate, TopologyAutoencoder,
                               default_alphabet, record_smiles, smiles_to_tokens, table_strings,
                               token_table)
@@ -295,25 +295,11 @@ class InvariantSpace(Space):
                        for s in range(0, len(table), 256)])
         decoded = self._greedy(z)
         exact = float(np.mean([a == b for a, b in zip(decoded, self._strings(table))]))
-        rmsd_all, rmsd_heavy, rmsd_init = [], [], []
-        refl = self.geometry.allow_reflection
-        transform = WithInitialCoordinates(init_flat, init_ptr)
         step = max(1, min(256, self.EVAL_PAIRS // max(1, int(val_kept.atom_counts.max()) ** 2)))
-        for start in range(0, len(val_kept), step):
-            idx = np.arange(start, min(start + step, len(val_kept)))
-            batch = transform(val_kept.batch(idx), idx)
-            zg = self.geometry.encode(batch.atom_types, batch.charges, batch.bonds, batch.pos, batch.mask)
-            pred = self.geometry.decode(batch.atom_types, batch.charges, batch.bonds,
-                                        batch.init_pos, batch.mask, zg)
-            heavy = batch.mask & (batch.atom_types != self._hydrogen_index)
-            rmsd_all.append(kabsch_rmsd(pred, batch.pos, batch.mask, refl))
-            rmsd_heavy.append(kabsch_rmsd(pred, batch.pos, heavy, refl))
-            rmsd_init.append(kabsch_rmsd(batch.init_pos, batch.pos, heavy, refl))
+        rmsd = reconstruction_rmsds(self.geometry, val_kept, WithInitialCoordinates(init_flat, init_ptr),
+                                    step, self._hydrogen_index)
         return {"molecules": len(val_kept), "preparation": counts, "unknown_tokens": unknown,
-                "topology_exact_match": round(exact, 4),
-                "geometry_rmsd_median": round(float(torch.cat(rmsd_all).median()), 4),
-                "geometry_heavy_rmsd_median": round(float(torch.cat(rmsd_heavy).median()), 4),
-                "init_heavy_rmsd_median": round(float(torch.cat(rmsd_init).median()), 4),
+                "topology_exact_match": round(exact, 4), **rmsd,
                 "rmsd_note": "true graph, stereo-aware ETKDG start; "
                              + ("up to reflection" if self.geometry.allow_reflection else "proper")}
 
@@ -337,13 +323,8 @@ class InvariantSpace(Space):
     def _greedy(self, z_topo: torch.Tensor) -> list[str]:
         """``z_topo [B, topo_width]`` -> decoded SELFIES strings."""
         index = self._token_index
-        chunks = [self.topology.greedy_decode(
-            z_topo[s:s + 512], self.decode_len + 1, index[BOS], index[EOS],
-            banned=(0, index[BOS], index[UNK])).cpu() for s in range(0, len(z_topo), 512)]
-        if not chunks:
-            return []
-        width = max(c.shape[1] for c in chunks)      # each chunk stops when all its rows end
-        ids = torch.cat([torch.nn.functional.pad(c, (0, width - c.shape[1])) for c in chunks])
+        ids = self.topology.greedy_decode_chunked(z_topo, self.decode_len + 1, index[BOS], index[EOS],
+                                                  banned=(0, index[BOS], index[UNK]))
         return self._strings(ids.numpy())
 
     # -- encode / decode ----------------------------------------------------------------------
