@@ -51,6 +51,9 @@ class ConditionalConfig:
         n_ood: targets on each OOD side (``ldm``; default ``n_samples``).
         predictor_size: a key of :data:`PREDICTOR_SIZES`; predictor_options: overrides.
         guidance_scales: CFG scales of the guidance sweep (empty: no sweep).
+        atom_count_context: vector-latent generators also see the target's atom count
+            (``edm`` targets carry one; per-atom latents get it through their mask), so
+            both kinds of space are given what EDM gives its generator.
     """
 
     property: str = ""          # "" = the generator's (single) context property
@@ -60,6 +63,7 @@ class ConditionalConfig:
     predictor_size: str = "cpu"
     predictor_options: dict[str, Any] = field(default_factory=dict)
     guidance_scales: list[float] = field(default_factory=list)
+    atom_count_context: bool = False
 
 
 @dataclass
@@ -252,12 +256,28 @@ class ConditionalTargets:
     def __len__(self) -> int:
         return len(self.values)
 
-    def context(self, mean: float, std: float):
-        """``[n, 1]`` float32 tensor of normalised values ``(v - mean) / std`` (the
-        normalisation of the generator's context table)."""
+    def context(self, norm: dict[str, Any]):
+        """``[n, C]`` float32 tensor of the normalised context columns ``(v - mean) / std``
+        named by ``norm`` (the generator's context table: ``{"names", "mean", "std"}``): the
+        requested value, and the target atom count for a column named ``n_atoms``."""
         import torch
 
-        return torch.as_tensor((self.values - mean) / std, dtype=torch.float32)[:, None]
+        from harness.conditional_stage import ATOM_COUNT
+
+        columns = []
+        for name, mean, std in zip(norm["names"], norm["mean"], norm["std"]):
+            if name == ATOM_COUNT:
+                if self.n_atoms is None:
+                    raise ValueError(f"the generator is conditioned on the atom count, but the "
+                                     f"{self.protocol!r} targets carry none (use protocol edm)")
+                raw = np.asarray(self.n_atoms, np.float64)
+            elif name == self.prop:
+                raw = np.asarray(self.values, np.float64)
+            else:
+                raise ValueError(f"the generator is conditioned on {list(norm['names'])}, the "
+                                 f"targets are for [{self.prop!r}] (one property per conditional study)")
+            columns.append((raw - mean) / std)
+        return torch.as_tensor(np.stack(columns, 1), dtype=torch.float32)
 
 
 def sample_targets(prop: str, train, n: int, protocol: str = "edm", seed: int = 0,
@@ -287,14 +307,11 @@ def sample_conditional(generator, space, targets: ConditionalTargets, norm: dict
                        guidance_scale: float = 1.0, **sample_kwargs):
     """Decoded molecules (a ``MolBatch`` in target order) from a context-conditioned
     ``DiffusionGenerator`` for ``targets``. ``norm``: the study's context normalisation
-    ``{"names": [prop], "mean": [..], "std": [..]}``. Per-atom latents get the targets' atom
-    counts; vector latents choose their own. Other keywords go to ``generator.sample``."""
-    names = list(norm.get("names", []))
-    if names != [targets.prop]:
-        raise ValueError(f"the generator is conditioned on {names}, the targets are for "
-                         f"[{targets.prop!r}] (one property per conditional study)")
+    ``{"names": [prop(, "n_atoms")], "mean": [..], "std": [..]}``. Per-atom latents get the
+    targets' atom counts; vector latents choose their own (or are told them as context).
+    Other keywords go to ``generator.sample``."""
     per_atom = generator.spec.kind == "per_atom"
-    latent = generator.sample(len(targets), context=targets.context(norm["mean"][0], norm["std"][0]),
+    latent = generator.sample(len(targets), context=targets.context(norm),
                               n_atoms=None if not per_atom or targets.n_atoms is None
                               else targets.n_atoms, guidance_scale=guidance_scale, **sample_kwargs)
     return space.decode(latent)

@@ -25,6 +25,10 @@ import numpy as np
 from harness.core.io import atomic_path, atomic_write_json
 
 
+#: the context column of a molecule's atom count (``Study.context_table``)
+ATOM_COUNT = "n_atoms"
+
+
 def is_conditional(config: Any) -> bool:
     """A study runs EDM's conditional protocol when its generators are conditioned on exactly
     one property (several properties: plain conditioning, targets from the training rows)."""
@@ -33,6 +37,19 @@ def is_conditional(config: Any) -> bool:
 
 def conditional_property(config: Any) -> str:
     return config.conditional.property or config.generator.context[0]
+
+
+def generator_context(config: Any, name: str, spec: Any) -> list[str]:
+    """The context names of space ``name``'s generator: its configured ones, plus the
+    atom count for a vector latent when ``conditional.atom_count_context`` is set and the
+    targets carry atom counts (``edm``). A per-atom latent gets the target's atom count
+    through its mask already; a vector latent otherwise has to guess it from the value."""
+    context = list(config.generator_for(name).context)
+    if (is_conditional(config) and config.conditional.atom_count_context
+            and config.conditional.protocol == "edm" and spec.kind == "vector"
+            and ATOM_COUNT not in context):
+        context.append(ATOM_COUNT)
+    return context
 
 
 def predictor_dataset(study: Any):
@@ -86,7 +103,7 @@ def run_conditional(study: Any, name: str, space: Any, directory: Path) -> dict[
                            "prior": evaluate_conditional(prior, targets, predictor)}
     if c.guidance_scales:
         s = study.config.sampling
-        table = study.context_table(study.config.generator_for(name).context)
+        table = study.context_table(list(gen.config.context))
         rows = guidance_sweep(lambda w: sample_conditional(
             gen, space, targets, table[1], w, sampler=s.sampler, steps=s.steps, eta=s.eta,
             seed=study.config.seed, batch_size=s.batch_size, progress=False),

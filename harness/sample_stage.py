@@ -33,7 +33,7 @@ def sample_space(study: Any, name: str, space: Any, directory: Path, n: int | No
     s = study.config.sampling
     gen = study.load_generator(name)
     n = n or s.n_samples
-    table = study.context_table(study.config.generator_for(name).context)
+    table = study.context_table(list(gen.config.context))
     single = table is not None and is_conditional(study.config)
     if single and out_name == "samples":
         n = study.config.conditional.n_samples

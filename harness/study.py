@@ -15,6 +15,7 @@ space's ``state.json`` (atomically), so a killed study resumes where it stopped.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 import time
@@ -28,6 +29,7 @@ import yaml
 from harness.config import StudyConfig, load_config, validate_components
 from harness.core.io import atomic_write_json, atomic_write_text, read_json
 from harness.records import base_record
+from harness.conditional_stage import ATOM_COUNT
 from harness.config_rules import space_type
 from harness.run_guard import RunDirLock
 from harness.results import (STAGES, SpaceState, collect_results, load_latents, read_run_config,
@@ -346,22 +348,29 @@ class Study:
         training."""
         from generators import build_generator, check_sampler
 
+        from harness.conditional_stage import generator_context
+
         gen_cfg = self.config.generator_for(name)
+        context = generator_context(self.config, name, space.spec)
+        if context != gen_cfg.context:     # + the target atom count (vector latents, EDM targets)
+            gen_cfg = dataclasses.replace(gen_cfg, context=context)
         check_sampler(gen_cfg.family, self.config.sampling.sampler)
         return build_generator(space.spec, gen_cfg, seed=self.config.seed), gen_cfg
 
     def context_table(self, names: list[str]) -> tuple[torch.Tensor, dict[str, Any]] | None:
         """Normalised conditioning values [M, C] of the training molecules (properties
-        ``names``), and the normalisation (mean, std in the dataset's units)."""
+        ``names``; ``n_atoms`` is the molecule's atom count), and the normalisation (mean,
+        std in the dataset's units)."""
         if not names:
             return None
         train = self.split("train")
-        missing = [n for n in names if n not in train.prop_names]
+        missing = [n for n in names if n not in train.prop_names and n != ATOM_COUNT]
         if missing:
             raise ValueError(f"generator.context: {missing} not among the dataset's properties "
                              f"{list(train.prop_names)}")
-        props = torch.as_tensor(train.packed.props[:, [train.prop_names.index(n) for n in names]],
-                                dtype=torch.float32)
+        columns = [train.atom_counts.astype(np.float64) if n == ATOM_COUNT
+                   else train.packed.props[:, train.prop_names.index(n)] for n in names]
+        props = torch.as_tensor(np.stack(columns, 1), dtype=torch.float32)
         mean, std = props.nanmean(0), props.std(0).clamp_min(1e-8)
         values = torch.nan_to_num((props - mean) / std)
         return values, {"names": names, "mean": mean.tolist(), "std": std.tolist()}

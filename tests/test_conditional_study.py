@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+import pytest
+
 from harness.core.chem import read_sdf
 from harness.study import Study
 
@@ -49,3 +52,44 @@ def test_conditional_study_scores_requested_values(tmp_path, monkeypatch, capsys
     assert main(["run", "--resume", str(study.root)]) == 0       # every stage done: prints the tables
     printed = capsys.readouterr().out
     assert "## Conditional generation" in printed and "#Atoms, ours" in printed
+
+
+def test_vector_latents_can_be_told_the_target_atom_count(tmp_path, monkeypatch):
+    """``conditional.atom_count_context``: a vector-latent generator is conditioned on
+    (value, atom count) under EDM targets; a per-atom one keeps its mask for the count."""
+    import dataclasses
+
+    import yaml
+
+    from harness.conditional import ConditionalTargets
+    from harness.conditional_stage import generator_context, load_targets
+    from harness.core.types import LatentSpec
+
+    monkeypatch.setenv("L3DG_CACHE_DIR", str(tmp_path / "cache"))
+    config = {**CONFIG, "spaces": {"flat": {}},
+              "conditional": {**CONFIG["conditional"], "atom_count_context": True,
+                              "guidance_scales": []}}
+    path = tmp_path / "cond.yaml"
+    path.write_text(yaml.safe_dump(config))
+    study = Study.from_source(str(path), [f"output_dir={tmp_path}"])
+    vector = LatentSpec(kind="vector", width=8)
+    per_atom = LatentSpec(kind="per_atom", width=8, has_coords=True)
+    assert generator_context(study.config, "flat", vector) == ["alpha", "n_atoms"]
+    assert generator_context(study.config, "flat", per_atom) == ["alpha"]
+    ldm = dataclasses.replace(study.config, conditional=dataclasses.replace(
+        study.config.conditional, protocol="ldm"))
+    assert generator_context(ldm, "flat", vector) == ["alpha"]     # ldm targets carry no count
+    study.run()
+    gen = study.load_generator("flat")
+    assert list(gen.config.context) == ["alpha", "n_atoms"] and gen.context_dim == 2
+    targets = load_targets(study.root / "flat" / "targets.npz")
+    table, norm = study.context_table(["alpha", "n_atoms"])
+    counts = study.split("train").atom_counts
+    assert abs(norm["mean"][1] - counts.mean()) < 1e-3
+    ctx = targets.context(norm)
+    assert ctx.shape == (len(targets), 2)
+    assert np.allclose(ctx[:, 1].numpy() * norm["std"][1] + norm["mean"][1], targets.n_atoms, atol=1e-3)
+    no_counts = ConditionalTargets("alpha", targets.values, None, targets.groups, "ldm")
+    with pytest.raises(ValueError, match="carry none"):
+        no_counts.context(norm)
+    assert (study.root / "flat" / "conditional.json").exists()

@@ -209,3 +209,17 @@ def test_block_checkpointing_gives_the_same_gradients():
         grads.append([p.grad.clone() for p in net.parameters()])
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b)
+
+
+def test_mlp_context_input_concatenates_a_projection_of_the_context():
+    spec = LatentSpec(kind="vector", width=6)
+    net = DENOISERS.get("mlp")(spec, context_dim=2, width=16, depth=1, context_input=4)
+    assert net.inp.in_features == 6 + 4 and net.context_in.out_features == 4
+    torch.nn.init.normal_(net.out.weight)          # zero-initialised output would hide the input
+    h, t = torch.randn(3, 6), torch.rand(3)
+    a = net(h, t, torch.zeros(3, 2))
+    b = net(h, t, torch.ones(3, 2))
+    assert a.shape == (3, 6) and not torch.allclose(a, b)
+    assert DENOISERS.get("mlp")(spec, context_dim=0, context_input=4).context_in is None
+    with pytest.raises(ValueError, match="context_input"):
+        DENOISERS.get("mlp")(spec, context_dim=2, context_input=-1)
