@@ -38,6 +38,8 @@ def test_conditional_study_scores_requested_values(tmp_path, monkeypatch, capsys
     assert out["samples"]["property"] == "alpha"
     assert {"naive", "atoms", "qm9"} <= set(out["samples"]["baselines"])
     assert "mae" in out["samples"]["report"] and "mae" in out["prior"]["report"]
+    # the ceiling: the predictor on the space's reconstructions of generator-half molecules
+    assert out["reconstruction"]["score"]["n"] == 6 and "mae" in out["reconstruction"]["report"]
     assert [r["scale"] for r in out["guidance"]] == [0.0, 2.0]
     records, skipped = read_sdf(d / "samples.sdf", perceive_missing_bonds=False, check_geometry=False)
     assert len(records) + len(skipped) == 6
@@ -45,6 +47,7 @@ def test_conditional_study_scores_requested_values(tmp_path, monkeypatch, capsys
         assert float(props["alpha"]) > 0 and props["space"] == "raw" and "edm_valid" in props
     report = (study.root / "report.md").read_text()
     assert "## Conditional generation" in report and "raw prior (noise)" in report
+    assert "raw reconstruction (ceiling)" in report
     assert "[" in report.split("**raw**")[1].split("\n")[0]          # the MAE carries its interval
     from harness.cli import main
 
