@@ -105,3 +105,13 @@ def test_an_exponent_without_a_dot_or_sign_is_a_float(tmp_path):
     assert load_config("tiny", ["budget.value=2e9"]).budget.value == 2e9
     with pytest.raises(ConfigError, match="budget.value"):
         load_config("tiny", ["budget.value=lots"])
+
+
+@pytest.mark.parametrize("preset", list_presets())
+def test_every_shipped_preset_passes_the_checks_a_run_makes(preset):
+    """``l3dg run PRESET`` validates components (spaces, overrides, metrics, context) before
+    any work; a shipped preset must pass them (qm9-cond-cpu once named an override for a
+    space it had dropped)."""
+    from harness.config import validate_components
+
+    validate_components(load_config(preset))
