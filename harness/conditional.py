@@ -262,7 +262,7 @@ class ConditionalTargets:
         requested value, and the target atom count for a column named ``n_atoms``."""
         import torch
 
-        from harness.conditional_stage import ATOM_COUNT
+        from metrics.conditional import ATOM_COUNT
 
         columns = []
         for name, mean, std in zip(norm["names"], norm["mean"], norm["std"]):

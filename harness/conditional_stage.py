@@ -30,8 +30,7 @@ import numpy as np
 from harness.core.io import atomic_path, atomic_write_json
 
 
-#: the context column of a molecule's atom count (``Study.context_table``)
-ATOM_COUNT = "n_atoms"
+from metrics.conditional import ATOM_COUNT  # noqa: F401  (the atom-count context column)
 
 
 def is_conditional(config: Any) -> bool:

@@ -41,11 +41,13 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CONDITIONAL_PROPERTIES", "HARTREE_TO_MEV", "PUBLISHED_MAE", "REPORT_UNITS",
+__all__ = ["ATOM_COUNT", "CONDITIONAL_PROPERTIES", "HARTREE_TO_MEV", "PUBLISHED_MAE", "REPORT_UNITS",
            "NumAtomsBaseline", "PropertyHistogram", "baseline_maes", "edm_targets",
            "ldm_targets", "mae", "mae_interval", "score_conditional", "to_report_units"]
 
 HARTREE_TO_MEV = 27211.386245988
+#: the context column of a molecule's atom count (conditioning on it as well as a property)
+ATOM_COUNT = "n_atoms"
 #: the six properties of the protocol, in EDM's table order
 CONDITIONAL_PROPERTIES = ("alpha", "gap", "homo", "lumo", "mu", "Cv")
 #: property -> (dataset unit, report unit, factor dataset -> report)
