@@ -28,9 +28,7 @@ from typing import Any
 import numpy as np
 
 from harness.core.io import atomic_path, atomic_write_json
-
-
-from metrics.conditional import ATOM_COUNT  # noqa: F401  (the atom-count context column)
+from metrics.conditional import ATOM_COUNT
 
 
 def is_conditional(config: Any) -> bool:
@@ -124,13 +122,13 @@ def reconstruction_ceiling(study: Any, space: Any, prop: str, n: int, predictor)
     """The predictor's MAE on ``space``'s reconstructions of ``n`` seeded generator-half
     molecules against their own ``prop`` values (the conditional reconstruction ceiling)."""
     from harness.conditional import evaluate_conditional
+    from harness.controls import reconstruction_batch
 
     train = study.split("train")
     pick = np.sort(np.random.default_rng(study.config.seed).choice(len(train), min(n, len(train)),
                                                                   replace=False))
-    batch = train.batch(pick)
     values = train.packed.props[pick, train.prop_names.index(prop)].astype(np.float64)
-    return evaluate_conditional(space.decode(space.encode(batch)), values, predictor)
+    return evaluate_conditional(reconstruction_batch(space, train, n, pick), values, predictor)
 
 
 def _protocol(root: Path, spaces: list[str]) -> str:

@@ -98,8 +98,9 @@ def lift(values: dict[str, float], intervals: dict[str, list[float]],
     return out
 
 
-def reconstruction_batch(space: Any, test: Any, n: int):
-    """``decode(encode(first n test molecules))`` as a MolBatch."""
-    batch = test.batch(np.arange(min(n, len(test))))
+def reconstruction_batch(space: Any, test: Any, n: int, index: np.ndarray | None = None):
+    """``decode(encode(first n test molecules))`` (or of the molecules ``index``) as a
+    MolBatch."""
+    batch = test.batch(np.arange(min(n, len(test))) if index is None else index)
     with torch.no_grad():
         return space.decode(space.encode(batch))

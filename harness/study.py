@@ -29,12 +29,12 @@ import yaml
 from harness.config import StudyConfig, load_config, validate_components
 from harness.core.io import atomic_write_json, atomic_write_text, read_json
 from harness.records import base_record
-from metrics.conditional import ATOM_COUNT
 from harness.config_rules import space_type
 from harness.run_guard import RunDirLock
 from harness.results import (STAGES, SpaceState, collect_results, load_latents, read_run_config,
                              save_latents, stage_output_ok, stages_from)
 from harness.results import load_molbatch  # noqa: F401  (re-exported for callers)
+from metrics.conditional import ATOM_COUNT
 
 log = logging.getLogger(__name__)
 
