@@ -110,6 +110,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     n_skipped = (meta.get("counts") or {}).get("skipped", len(skipped))
     if n_skipped:
         print(f"\nskipped {n_skipped} record(s) (listed in the JSON metadata); first: {skipped[0]}")
+    ignored = (meta.get("source") or {}).get("ignored_files") or []
+    if ignored:
+        print(f"\nnot read: {len(ignored)} entr{'y' if len(ignored) == 1 else 'ies'} of the folder")
+        for entry in ignored:
+            print(f"  {entry['path']}: {entry['reason']}")
     degenerate = (meta.get("source") or {}).get("degenerate_geometry") or []
     if degenerate:
         print(f"\n{len(degenerate)} molecule(s) with impossible geometry scored as invalid; "

@@ -45,8 +45,10 @@ class NoUsableMolecules(ValueError):
 
 
 def _is_file_source(source: str) -> bool:
+    from harness.core.chem import molecule_format
+
     path = Path(source)
-    return path.suffix.lower() in (".sdf", ".xyz") or path.is_dir()
+    return molecule_format(path) is not None or path.is_dir()
 
 
 def _check_source(source: str) -> None:
@@ -59,7 +61,8 @@ def _check_source(source: str) -> None:
     if source.partition(":")[0] in DATASETS.names():
         return
     if Path(source).exists():
-        raise ValueError(f"{source}: not an .sdf or .xyz file or a folder of them")
+        raise ValueError(f"{source}: not a molecule file (.sdf, .mol, .xyz, or their .gz) "
+                         "or a folder of them")
     raise FileNotFoundError(f"{source} does not exist (not a file or folder, and not a "
                             f"dataset: {', '.join(DATASETS.names())})")
 
@@ -101,13 +104,16 @@ def load_samples(source: str, limit: int | None = None):
     _check_limit(limit)
     _check_source(source)
     if _is_file_source(source):
-        from harness.core.chem import molecule_files, read_molecules
+        from harness.core.chem import molecule_files, read_molecules, scan_folder
 
         root = Path(source)
         if not root.exists():
             raise FileNotFoundError(f"{root} does not exist")
         files = molecule_files(root)
-        pairs, skip = read_molecules(root, None, perceive=False, check_geometry=False)
+        ignored = [{"path": str(p), "reason": why} for p, why in scan_folder(root)[1]] \
+            if root.is_dir() else []
+        pairs, skip = read_molecules(root, None, perceive=False, check_geometry=False,
+                                     report_ignored=False)
         records = [r for r, _ in pairs]
         skipped = [{"source": s.source, "index": s.index, "reason": s.reason} for s in skip]
         if not records:
@@ -121,6 +127,7 @@ def load_samples(source: str, limit: int | None = None):
         samples = Samples.from_records(records, "auto", skipped=skipped)
         samples.bond_origin = "file"
         description = {"kind": "file", "path": str(root), "files": [str(f) for f in files],
+                       "ignored_files": ignored,
                        "records_read": read, "records_skipped": len(skipped),
                        "parsed_fraction": read / (read + len(skipped)) if read + len(skipped) else math.nan,
                        "degenerate_geometry": degenerate}

@@ -1,6 +1,8 @@
 """Chemistry file formats: the only module that parses or writes them.
 
-* SDF read/write, XYZ read/write, folders of SDF/XYZ files. Every reader returns
+* SDF read/write, XYZ read/write, folders of SDF/XYZ files. ``.mol`` is read as a
+  one-record SDF; a ``.gz`` of any of these is read through gzip (files and folders
+  alike). A folder scan names every entry it does not read, with why. Every reader returns
   ``(records, skipped)``: a bad record or file costs exactly itself, reported as a
   :class:`SkippedRecord` (file, record index, one-line reason), and the rest is kept.
 * SDF records are split as bytes: titles and SD properties may hold any bytes, the
@@ -15,7 +17,10 @@ RDKit conversions, geometry checks, bond perception and SMILES live in
 from __future__ import annotations
 
 import bisect
+import gzip
+import logging
 import re
+import zlib
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -35,8 +40,34 @@ __all__ = ["BOND_ORDERS", "BOND_TYPES", "MAX_ABS_COORD", "MIN_PAIR_DISTANCE", "R
            "SkippedRecord", "batch_to_mols", "bonds_of", "canonical_smiles", "geometry_problem",
            "mol_from_arrays", "mol_to_record", "mols_to_batch", "one_line", "perceive_bonds",
            "rdkit_messages", "record_to_mol", "smiles_canonical", "validate_record",
-           "molecule_files", "read_molecules", "read_sdf", "read_xyz", "records_to_xyz",
-           "write_sdf", "write_xyz"]
+           "molecule_files", "molecule_format", "read_molecules", "read_sdf", "read_xyz",
+           "records_to_xyz", "scan_folder", "write_sdf", "write_xyz"]
+
+log = logging.getLogger(__name__)
+
+#: file endings read as molecules -> format; each may also end in ``.gz``
+MOLECULE_SUFFIXES = {".sdf": "sdf", ".mol": "sdf", ".xyz": "xyz"}
+_READS = ".sdf, .mol, .xyz and their .gz"
+
+
+def molecule_format(path: str | Path) -> str | None:
+    """``"sdf"`` or ``"xyz"`` for a molecule file name (``.sdf``, ``.mol``, ``.xyz``, each
+    optionally ``.gz``; any case), else None."""
+    name = Path(path).name.lower()
+    name = name[:-3] if name.endswith(".gz") else name
+    return next((fmt for suffix, fmt in MOLECULE_SUFFIXES.items() if name.endswith(suffix)), None)
+
+
+def _read_bytes(path: Path) -> bytes:
+    """The file's bytes, gunzipped when its name ends in ``.gz``; a damaged gzip stream is
+    an ``OSError`` naming the file."""
+    data = path.read_bytes()
+    if path.name.lower().endswith(".gz"):
+        try:
+            return gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as err:
+            raise OSError(f"{path}: not a valid gzip file ({one_line(str(err), type(err).__name__)})") from None
+    return data
 
 
 # -- SDF ------------------------------------------------------------------------------------
@@ -72,7 +103,7 @@ def read_sdf(path: str | Path, elements: Sequence[str] | None = None,
     """
     path = Path(path)
     records, skipped = [], []
-    for index, block in enumerate(_sdf_blocks(path.read_bytes())):
+    for index, block in enumerate(_sdf_blocks(_read_bytes(path))):
         try:
             text = block.decode("utf-8", errors="replace")
             record = _parse_mol_block(block, index, elements, perceive_missing_bonds,
@@ -199,7 +230,7 @@ def read_xyz(path: str | Path, elements: Sequence[str] | None = None, perceive: 
     Lines that belong to no frame (text before the first count line, or after a frame's
     atoms) are one skipped entry per run of lines; see the module doc for the resync rule."""
     path = Path(path)
-    lines = path.read_bytes().decode("utf-8", errors="replace").splitlines()
+    lines = _read_bytes(path).decode("utf-8", errors="replace").splitlines()
     starts = [k for k, line in enumerate(lines) if _COUNT_LINE.match(line)]
     records, skipped = [], []
     index = 0
@@ -253,37 +284,71 @@ def read_xyz(path: str | Path, elements: Sequence[str] | None = None, perceive: 
     return records, skipped
 
 
+def scan_folder(path: str | Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """``(files, ignored)`` of a folder: the molecule files (sorted; see
+    :func:`molecule_format`) and every other entry with why it is not read (sub-folders are
+    not searched)."""
+    files, ignored = [], []
+    for p in sorted(Path(path).iterdir()):
+        if p.is_dir():
+            ignored.append((p, "a folder (folders are not searched; give its path to read it)"))
+        elif molecule_format(p) is None:
+            ignored.append((p, f"not a molecule file (reads {_READS})"))
+        else:
+            files.append(p)
+    return files, ignored
+
+
+def _samples_below(path: Path) -> list[Path]:
+    """``<path>/*/samples.sdf``: what a study directory given as a folder holds."""
+    return sorted(p for p in path.glob("*/samples.sdf") if p.is_file())
+
+
 def molecule_files(path: str | Path) -> list[Path]:
-    """The file itself, or every .sdf/.xyz file of a folder (sorted)."""
+    """The file itself, or every molecule file of a folder (sorted; see :func:`scan_folder`).
+    A folder without any is an error; when its sub-folders hold ``samples.sdf`` files (a
+    study directory) the error lists them."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist")
-    files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".sdf", ".xyz")) \
-        if path.is_dir() else [path]
+    if not path.is_dir():
+        return [path]
+    files, _ = scan_folder(path)
     if not files:
-        raise ValueError(f"{path}: no .sdf or .xyz files in the folder")
+        below = _samples_below(path)
+        if below:
+            raise ValueError(f"{path}: no molecule file at the top of the folder; its sub-folders "
+                             f"hold {', '.join(str(p) for p in below[:6])}: score one of them "
+                             f"(e.g. l3dg eval {below[0]})")
+        raise ValueError(f"{path}: no molecule files in the folder (reads {_READS})")
     return files
 
 
 def read_molecules(path: str | Path, elements: Sequence[str] | None = None, perceive: bool = True,
-                   check_geometry: bool = True,
+                   check_geometry: bool = True, report_ignored: bool = True,
                    ) -> tuple[list[tuple[MolRecord, dict[str, str]]], list[SkippedRecord]]:
-    """Records (with their SD properties; {} for XYZ) from an SDF or XYZ file, or from every
-    such file of a folder, and the skipped records with file, index and reason. Missing bonds
-    are perceived from coordinates when ``perceive``; ``check_geometry`` skips records with
-    :func:`~harness.core.chem.geometry_problem` coordinates (scoring passes False: there
-    such a molecule is scored, as invalid). An unreadable file is one skipped entry."""
+    """Records (with their SD properties; {} for XYZ) from an SDF or XYZ file (``.mol`` and
+    ``.gz`` too), or from every such file of a folder, and the skipped records with file,
+    index and reason. Missing bonds are perceived from coordinates when ``perceive``;
+    ``check_geometry`` skips records with :func:`~harness.core.chem.geometry_problem`
+    coordinates (scoring passes False and decides itself). An unreadable file is one skipped
+    entry; a folder entry that is not read is logged as a warning naming it and why
+    (``report_ignored``; callers that report it themselves pass False)."""
     records, skipped = [], []
+    if report_ignored and Path(path).is_dir():
+        for entry, why in scan_folder(path)[1]:
+            log.warning("%s: not read: %s", entry, why)
     for f in molecule_files(path):
-        suffix = f.suffix.lower()
-        if suffix not in (".sdf", ".xyz"):
-            raise ValueError(f"{f}: unsupported format {f.suffix!r} (use .sdf or .xyz)")
+        fmt = molecule_format(f)
+        if fmt is None:
+            raise ValueError(f"{f}: unsupported format {''.join(f.suffixes[-2:]) or 'no suffix'!r} "
+                             f"(reads {_READS})")
         try:
             if f.is_dir():
                 raise IsADirectoryError(f"{f} is a directory")
             if f.stat().st_size == 0:
                 skipped.append(SkippedRecord(str(f), 0, "empty file"))
-            elif suffix == ".xyz":
+            elif fmt == "xyz":
                 recs, skip = read_xyz(f, elements, perceive=perceive, check_geometry=check_geometry)
                 records += [(r, {}) for r in recs]
                 skipped += skip
@@ -293,5 +358,6 @@ def read_molecules(path: str | Path, elements: Sequence[str] | None = None, perc
                 records += pairs
                 skipped += skip
         except OSError as err:
-            skipped.append(SkippedRecord(str(f), 0, f"cannot read the file ({err.strerror or err})"))
+            reason = str(err).removeprefix(f"{f}: ") if err.strerror is None else err.strerror
+            skipped.append(SkippedRecord(str(f), 0, f"cannot read the file ({reason})"))
     return records, skipped
