@@ -117,8 +117,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
             print(f"  {entry['path']}: {entry['reason']}")
     degenerate = (meta.get("source") or {}).get("degenerate_geometry") or []
     if degenerate:
-        print(f"\n{len(degenerate)} molecule(s) with impossible geometry scored as invalid; "
-              f"first: {degenerate[0]}")
+        print(f"\n{len(degenerate)} molecule(s) with impossible geometry excluded from every "
+              f"metric (counted in input.scored_fraction); first: {degenerate[0]}")
     if args.out:
         print(f"\nwrote {args.out}")
     return 0

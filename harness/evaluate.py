@@ -74,15 +74,15 @@ def _check_limit(limit: int | None) -> None:
 
 def _degenerate(records) -> list[dict]:
     """Records with :func:`~harness.core.chem.geometry_problem` coordinates (huge values,
-    coincident atoms). They are scored, as invalid: their bonds are dropped, so the
-    bond-based metrics ask for perception, which refuses them."""
+    coincident atoms), as ``{"index", "name", "reason"}``. They are excluded from every
+    metric family (no family can score them consistently: EDM's distance table would see
+    isolated atoms and call them valid) and counted in ``input.scored_fraction``."""
     from harness.core.chem import geometry_problem
 
     out = []
     for k, r in enumerate(records):
         problem = geometry_problem(r.pos) if np.isfinite(r.pos).all() else None
         if problem:
-            r.bonds = np.zeros((0, 3), np.int64)
             out.append({"index": k, "name": r.name, "reason": problem})
     return out
 
@@ -93,7 +93,8 @@ def load_samples(source: str, limit: int | None = None):
     Files are read with bond perception off so that bonds present in the file are kept as
     ``file`` bonds and the rest are perceived (and labelled) by the bond-based metrics.
     Unparseable records are skipped (``metadata.skipped``); molecules with impossible
-    geometry are kept and count as invalid (``description.degenerate_geometry``).
+    geometry are excluded from every metric family too: listed in ``metadata.skipped`` and
+    ``description.degenerate_geometry``, and counted in ``input.scored_fraction``.
 
     Raises:
         FileNotFoundError: the path does not exist.
@@ -124,12 +125,20 @@ def load_samples(source: str, limit: int | None = None):
         if limit is not None:
             records = records[:limit]
         degenerate = _degenerate(records)
+        if degenerate:
+            skipped += [{"source": str(root), "index": d["index"], "name": d["name"],
+                         "reason": f"impossible geometry: {d['reason']}"} for d in degenerate]
+            drop = {d["index"] for d in degenerate}
+            records = [r for k, r in enumerate(records) if k not in drop]
+            if not records:
+                raise NoUsableMolecules(f"{root}: no molecule to score (every one has impossible "
+                                        f"geometry; first: {degenerate[0]['reason']})")
         samples = Samples.from_records(records, "auto", skipped=skipped)
         samples.bond_origin = "file"
         description = {"kind": "file", "path": str(root), "files": [str(f) for f in files],
                        "ignored_files": ignored,
-                       "records_read": read, "records_skipped": len(skipped),
-                       "parsed_fraction": read / (read + len(skipped)) if read + len(skipped) else math.nan,
+                       "records_read": read, "records_skipped": len(skip),
+                       "parsed_fraction": read / (read + len(skip)) if read + len(skip) else math.nan,
                        "degenerate_geometry": degenerate}
         return samples, description
     from harness.core.data import load_source

@@ -2,7 +2,7 @@
 
 * cache: the metric reference cache is data, never unpickled;
 * sdf bytes / rdkit reasons: non-UTF-8 bytes and unknown elements are one-line skips;
-* geometry: huge coordinates and coincident atoms are flagged (loading) or invalid (scoring);
+* geometry: huge coordinates and coincident atoms are skipped (loading) or excluded (scoring);
 * xyz: a wrong atom-count line costs exactly one frame;
 * cli: user errors are one line (``l3dg <cmd>: error: ...``) and exit 2.
 """
@@ -173,7 +173,7 @@ def _broken(kind: str):
 
 @pytest.mark.parametrize("where", ["dataset", "scoring"])
 @pytest.mark.parametrize("kind", ["huge", "coincident"])
-def test_impossible_geometry_is_skipped_in_data_and_invalid_in_scoring(tmp_path, kind, where):
+def test_impossible_geometry_is_skipped_in_data_and_excluded_in_scoring(tmp_path, kind, where):
     from harness.core.data import load_dataset
     from harness.evaluate import evaluate_source
 
@@ -187,8 +187,10 @@ def test_impossible_geometry_is_skipped_in_data_and_invalid_in_scoring(tmp_path,
         assert skip["record"] == 1 and reason in skip["reason"]
     else:
         result = evaluate_source(str(path), suite="rdkit/v1", reference=None, progress=False)
-        assert result["metrics"]["input.scored_fraction"] == 1.0         # scored, not dropped
-        assert result["metrics"]["rdkit.validity"] == 0.5                 # ... as invalid
+        # excluded from every family (issue 27), counted in the scored fraction
+        assert result["metrics"]["input.scored_fraction"] == 0.5
+        assert result["metrics"]["rdkit.validity"] == 1.0
+        assert any(reason in s["reason"] for s in result["metadata"]["skipped"])
         (flag,) = result["metadata"]["source"]["degenerate_geometry"]
         assert flag["index"] == 1 and reason in flag["reason"]
 
