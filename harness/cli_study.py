@@ -23,6 +23,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise ValueError(f"with --resume every argument must be key=value; got {bad[0]!r} "
                              "(the config comes from the run directory)")
         study = Study.resume(args.resume, overrides, force=args.force)
+        from harness.run_guard import check_saved_spaces
+
+        check_saved_spaces(study.root, list(study.config.spaces), study.config.seeds)
     else:
         source = args.config or "default"
         if "=" in source:  # `l3dg run key=value` with the default preset
@@ -62,14 +65,22 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     require_positive(args, "n", "steps")
     study = Study.resume(args.run_dir)
-    names = [args.space] if args.space else list(study.config.spaces)
-    for name in names:
-        from harness.config_rules import safe_name
+    spaces = list(study.config.spaces)
+    if args.space and args.space not in spaces:
+        raise ValueError(f"--space {args.space}: no such space in {study.root} (its spaces: "
+                         f"{', '.join(spaces)})")
+    names = [args.space] if args.space else spaces
+    from harness.config_rules import safe_name
+    from spaces.base import read_space_weights
 
-        out = safe_name(args.out or f"samples_{args.sampler or study.config.sampling.sampler}_{args.n}",
-                        "--out")
-        if out == "samples":
-            raise ValueError("--out samples would overwrite the study's scored samples; choose another name")
+    out = safe_name(args.out or f"samples_{args.sampler or study.config.sampling.sampler}_{args.n}",
+                    "--out")
+    if out == "samples":
+        raise ValueError("--out samples would overwrite the study's scored samples; choose another name")
+    for name in names:        # every space and generator readable before anything is written
+        read_space_weights(study.root / name / "space")
+        study._final_checkpoint(study.root / name)
+    for name in names:
         info = study.sample_more(name, n=args.n, sampler=args.sampler, steps=args.steps,
                                  out_name=out)
         print(f"{name}: {info['n']} molecules -> {study.root / name / (out + '.sdf')} "

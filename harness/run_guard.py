@@ -7,6 +7,7 @@
 * :func:`exit_nonzero_on_sigterm` — SIGTERM (what batch schedulers send) raises
   :class:`Terminated`, so the study stops between atomic writes and the process exits 143,
   never 0 with the study unfinished.
+* :func:`check_saved_spaces` — a damaged fitted space is named before a resume writes anything.
 """
 from __future__ import annotations
 
@@ -81,3 +82,20 @@ class RunDirLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def check_saved_spaces(root: Path, spaces: list[str], seeds: list[int] | None = None) -> None:
+    """Refuse, before any stage writes a file, when a fitted space that later stages would
+    load has a damaged ``space/weights.pt`` or ``space.json`` (a one-line
+    :class:`spaces.base.SavedSpaceError` naming the file); seed studies are checked per seed."""
+    from harness.results import SpaceState
+    from spaces.base import read_space_weights
+
+    roots = [Path(root) / f"seed-{int(k)}" for k in seeds] if seeds else [Path(root)]
+    for base in roots:
+        for name in spaces:
+            directory = base / name
+            if not (directory / "state.json").exists():
+                continue
+            if SpaceState(directory).done("fit_space") and (directory / "space").exists():
+                read_space_weights(directory / "space")

@@ -26,6 +26,48 @@ from harness.core.types import LatentBatch, LatentSpec, MolBatch
 if TYPE_CHECKING:
     from harness.core.data.base import MolDataset
 
+class SavedSpaceError(ValueError):
+    """A saved space's ``space.json`` / ``weights.pt`` that cannot be used (the message names
+    the file and says how to recover)."""
+
+
+def _refit_hint(directory: Path) -> str:
+    return (f"restore it, or delete {directory} and run `l3dg run --resume` on the study to "
+            "refit the space")
+
+
+def read_space_weights(directory: str | Path) -> dict[str, Any]:
+    """The state dict in ``<directory>/weights.pt``, loaded as tensors only
+    (``weights_only=True``: never code). A missing, truncated or foreign file is a one-line
+    :class:`SavedSpaceError` naming it."""
+    directory = Path(directory)
+    path = directory / "weights.pt"
+    if not path.is_file():
+        raise SavedSpaceError(f"{path} is missing; {_refit_hint(directory)}")
+    try:
+        state = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as err:   # truncated zip, refused pickle, EOF: never retried unsafely
+        raise SavedSpaceError(f"{path}: corrupt or not a weights file ({type(err).__name__}); "
+                              f"{_refit_hint(directory)}") from None
+    if not isinstance(state, dict):
+        raise SavedSpaceError(f"{path}: not a weights file (holds a {type(state).__name__}, "
+                              f"not a state dict); {_refit_hint(directory)}")
+    return state
+
+
+def _read_space_json(directory: Path) -> dict[str, Any]:
+    path = directory / "space.json"
+    try:
+        meta = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise SavedSpaceError(f"{path} is missing; {_refit_hint(directory)}") from None
+    except (OSError, ValueError) as err:
+        raise SavedSpaceError(f"{path}: damaged ({type(err).__name__}); {_refit_hint(directory)}") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("name"), str):
+        raise SavedSpaceError(f"{path}: not a saved space (no name); {_refit_hint(directory)}")
+    return meta
+
+
 class Space(abc.ABC):
     """Base class of diffusion spaces.
 
@@ -162,9 +204,12 @@ class Space(abc.ABC):
 
     @classmethod
     def load(cls, directory: str | Path) -> "Space":
-        """Rebuild a saved space; called on the base class it dispatches on the saved name."""
+        """Rebuild a saved space; called on the base class it dispatches on the saved name.
+        A damaged ``space.json`` or ``weights.pt`` is a :class:`SavedSpaceError` naming the
+        file, raised before anything is built."""
         directory = Path(directory)
-        meta = json.loads((directory / "space.json").read_text())
+        meta = _read_space_json(directory)
+        state = read_space_weights(directory)
         target = cls
         if cls is Space or meta["name"] != getattr(cls, "registry_name", cls.name):
             from harness.core.registry import SPACES, load_plugin
@@ -174,7 +219,12 @@ class Space(abc.ABC):
             target = SPACES.get(meta["name"])
         space = target(elements=meta["elements"], **meta["options"])
         space.fit_stats = meta.get("fit_stats", {})
-        space.load_state_dict(torch.load(directory / "weights.pt", weights_only=True))
+        try:
+            space.load_state_dict(state)
+        except (RuntimeError, KeyError, ValueError, TypeError) as err:
+            raise SavedSpaceError(f"{directory / 'weights.pt'}: does not fit the space saved in "
+                                  f"space.json ({type(err).__name__}); "
+                                  f"{_refit_hint(directory)}") from None
         return space
 
     @torch.no_grad()
