@@ -141,8 +141,22 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 0
+    from harness.interrupts import EXIT_INTERRUPTED, owned_sigint
+
+    ctrl_c = None
     try:
-        return COMMANDS[args.command](args) or 0
+        with owned_sigint() as ctrl_c:   # Ctrl-C is ours, not a native library's (interrupts.py)
+            return COMMANDS[args.command](args) or 0
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        return _interrupted(args.command, EXIT_INTERRUPTED)
+    except SystemExit as err:            # a library (Lightning) turned our Ctrl-C into exit(1)
+        from harness.run_guard import Terminated
+
+        if ctrl_c is not None and ctrl_c.received and not isinstance(err, Terminated):
+            return _interrupted(args.command, EXIT_INTERRUPTED)
+        raise
     except (KeyError, ValueError, TypeError, OSError, ImportError) as err:  # ConfigError: ValueError
         if args.verbose or args.debug:
             raise
@@ -150,6 +164,14 @@ def main(argv: list[str] | None = None) -> int:
         message = " ".join(line.strip() for line in message.splitlines() if line.strip())
         print(f"l3dg {args.command}: error: {message or type(err).__name__}", file=sys.stderr)
         return 2
+
+
+def _interrupted(command: str, code: int) -> int:
+    """One line for a command stopped by Ctrl-C (result files are written atomically, so
+    none is half-written)."""
+    print(f"l3dg {command}: interrupted (Ctrl-C); no file is left half-written",
+          file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":
