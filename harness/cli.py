@@ -129,12 +129,27 @@ def build_parser() -> argparse.ArgumentParser:
     for sub_parser in sub.choices.values():  # also after the sub-command
         sub_parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                                 help=argparse.SUPPRESS)
+    parser.set_defaults(_commands=sub.choices)
     return parser
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse, letting ``key=value`` overrides follow options (``l3dg run tiny --force
+    a.b=1``); anything else unrecognised is an error with the sub-command's own usage."""
+    args, extra = parser.parse_known_args(argv)
+    commands = getattr(args, "_commands", {})
+    if extra:
+        overrides = getattr(args, "overrides", None)
+        if isinstance(overrides, list) and all("=" in e and not e.startswith("-") for e in extra):
+            overrides.extend(extra)
+        else:
+            commands.get(args.command, parser).error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     from harness.quiet import configure, level_from_args
 
     configure(level_from_args(args))  # library noise off, log format, progress-view level

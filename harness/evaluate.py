@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import re
 import sys
@@ -31,6 +32,16 @@ from typing import Any, Mapping
 import numpy as np
 
 from harness.core.io import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+#: what a file without any explicit hydrogen does to each metric family (warned once)
+NO_H_WARNING = ("{path}: no molecule has an explicit hydrogen. edm: validity adds implicit H "
+                "(heavy-atom graphs count as valid) but stability counts only the atoms present "
+                "and novelty compares H-free SMILES with explicit-H training SMILES (≈ 1); "
+                "rdkit: no implicit H, so under-valent atoms are radicals (invalid); "
+                "distributions: atom-type/count distances see no H; chemistry/fcd: only "
+                "rdkit-valid molecules (none). Add hydrogens for comparable scores.")
 
 __all__ = ["NoUsableMolecules", "evaluate_source", "format_table", "load_samples", "table_rows"]
 
@@ -222,6 +233,9 @@ def evaluate_source(source: str, suite: str = "qm9/v1", reference: str | None = 
         raise ValueError(f"--out {out} is a directory; give a file name, e.g. {Path(out) / 'metrics.json'}")
     _log(progress, f"eval {source} with {suite}")
     samples, description = load_samples(source, limit)
+    if description["kind"] == "file" and len(samples) and not (samples.numbers == 1).any():
+        description["no_explicit_h"] = True
+        log.warning(NO_H_WARNING.format(path=source))
     reference_ds = None
     if reference:
         from harness.core.data import load_source

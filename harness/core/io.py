@@ -21,7 +21,8 @@ os.umask(_UMASK)
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success move it over ``path``."""
+    """Yield a temporary path beside ``path``; on success move it over ``path``. An
+    ``OSError`` that names no file (a full disk) is re-raised naming ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
@@ -33,6 +34,11 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
             os.fsync(fh.fileno())
         os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp creates 0600; use the usual mode
         os.replace(tmp_path, path)
+    except OSError as err:
+        if err.filename is not None or err.errno is None:
+            raise
+        # a failed write (ENOSPC, EIO, quota) names no file: say which one was being written
+        raise type(err)(err.errno, err.strerror or str(err), str(path)) from None
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
