@@ -1,27 +1,21 @@
-"""Shared latent generators: diffusion math, samplers, denoisers, the Lightning modules.
+"""Shared latent generators: families, denoisers, the shared LightningModule.
 
-Pure math (no weights):
-
-* ``generators.schedules`` — ``polynomial_2`` (EDM), ``cosine``, ``linear``.
-* ``generators.samplers`` — ``ddpm``, ``ddim``, ``dpm_solver++``.
-* ``generators.diffusion`` — eps / x0 / v targets and conversions, guidance, clipping.
-* ``generators.layout`` — masks, zero-CoM projection and loss normaliser for a LatentSpec.
-
-Networks and training:
-
+* ``generators.families`` — one folder per generator family (``FAMILIES`` registry;
+  ``l3dg list families``): ``diffusion`` (schedules ``polynomial_2``/``cosine``/``linear``;
+  samplers ``ddpm``/``ddim``/``dpm_solver++``; eps / x0 / v targets) and ``flow`` (rectified
+  flow; ``euler``/``midpoint``/``heun``/``dopri5``). Each holds its config section (the one
+  source of its defaults and value rules), its math, samplers and LightningModule, and
+  declares its default sampler, steps and NFE sampler (:class:`generators.family.Family`).
 * ``generators.denoisers`` — ``mlp``, ``egnn``, ``e3nn`` networks (know no schedule).
-* ``generators.config.GeneratorConfig`` — every knob and its one default (the study's
-  ``generator:`` section and the checkpoints' hyperparameters).
-* ``generators.normalizer`` — the latent normaliser; ``generators.sampling`` — the
-  sampling loop and the atom-count prior; ``generators.data`` — the latent DataModule
-  (exact resume); ``generators.trainer`` — Trainer, loggers, atomic and safe checkpoint IO.
-* ``generators.base.LatentGenerator`` — the shared LightningModule (denoiser, EMA, AdamW,
-  training step); ``generators.module.DiffusionGenerator`` — the diffusion family;
-  ``generators.flow_module.FlowGenerator`` — the flow-matching family (``family: flow``;
-  math in ``generators.flow``, ODE samplers ``euler``/``midpoint``/``heun``/``dopri5`` in
-  ``generators.flow_samplers``).
-* ``generators.nfe.quality_vs_nfe`` — sample a trained generator at a list of NFE budgets,
-  decode, score with a caller's function; rows with NFE and seconds per molecule.
+* ``generators.config.GeneratorConfig`` — the shared knobs and one section per family.
+* ``generators.guidance`` — context input, classifier-free guidance, clipping (all families);
+  ``generators.layout`` — masks, zero-CoM projection and loss normaliser for a LatentSpec.
+* ``generators.normalizer``, ``generators.sampling`` (the sampling loop and the atom-count
+  prior), ``generators.data`` (the latent DataModule, exact resume), ``generators.trainer``
+  (Trainer, loggers, atomic and safe checkpoint IO).
+* ``generators.base.LatentGenerator`` — what every family's LightningModule shares
+  (denoiser, EMA, AdamW, training step, sampling entry point).
+* ``generators.nfe.quality_vs_nfe`` — sample a trained generator at a list of NFE budgets.
 
 :func:`build_generator` and :func:`load_generator` pick the family from the config. The
 Lightning modules are imported lazily so that loading the registries does not import
@@ -31,21 +25,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["DiffusionGenerator", "FlowGenerator", "LatentGenerator", "GeneratorConfig",
-           "build_generator", "load_generator", "generator_class", "check_sampler"]
+from .family import Family, check_sampler, family_names, get_family
+
+__all__ = ["DiffusionGenerator", "FlowGenerator", "LatentGenerator", "GeneratorConfig", "Family",
+           "build_generator", "load_generator", "generator_class", "check_sampler",
+           "get_family", "family_names"]
 
 
 def generator_class(family: str = "diffusion"):
-    """The LightningModule class of a generator family."""
-    if family == "diffusion":
-        from .module import DiffusionGenerator
-
-        return DiffusionGenerator
-    if family == "flow":
-        from .flow_module import FlowGenerator
-
-        return FlowGenerator
-    raise ValueError(f"unknown generator family {family!r}; valid families: diffusion, flow")
+    """The LightningModule class of a generator family (a KeyError lists the families)."""
+    return get_family(family).generator_class()
 
 
 def build_generator(spec, config=None, *, context_dim: int | None = None, seed: int = 0):
@@ -53,29 +42,11 @@ def build_generator(spec, config=None, *, context_dim: int | None = None, seed: 
     from .config import GeneratorConfig
 
     config = GeneratorConfig.from_dict(config)
-    return generator_class(getattr(config, "family", "diffusion"))(
-        spec, config, context_dim=context_dim, seed=seed)
-
-
-def check_sampler(family: str, sampler: str) -> None:
-    """Raise a KeyError naming ``sampling.sampler`` when ``sampler`` cannot drive a
-    generator of ``family`` (flow: ``euler``, ``midpoint``, ``heun``, ``dopri5``, and
-    ``ddim`` = ``euler``; diffusion: ``ddpm``, ``ddim``, ``dpm_solver++``)."""
-    from harness.core.registry import SAMPLERS
-
-    from .flow_samplers import FLOW_ALIASES
-
-    cls = SAMPLERS.get(FLOW_ALIASES.get(sampler, sampler) if family == "flow" else sampler)
-    have = getattr(cls, "family", "diffusion")
-    if have != family:
-        valid = [n for n in SAMPLERS.names() if getattr(SAMPLERS.get(n), "family", "diffusion")
-                 == family] + (["ddim"] if family == "flow" else [])
-        raise KeyError(f"config key 'sampling.sampler': {sampler!r} is a {have} sampler but "
-                       f"generator.family is {family!r}; valid samplers: {', '.join(valid)}")
+    return generator_class(config.family)(spec, config, context_dim=context_dim, seed=seed)
 
 
 def load_generator(path: str | Path, map_location="cpu"):
-    """Rebuild a trained generator (either family) from a checkpoint, weights only.
+    """Rebuild a trained generator (any family) from a checkpoint, weights only.
 
     Raises:
         FileNotFoundError: no file at ``path``.
@@ -99,14 +70,8 @@ def load_generator(path: str | Path, map_location="cpu"):
 
 
 def __getattr__(name: str):
-    if name == "DiffusionGenerator":
-        from .module import DiffusionGenerator
-
-        return DiffusionGenerator
-    if name == "FlowGenerator":
-        from .flow_module import FlowGenerator
-
-        return FlowGenerator
+    if name in ("DiffusionGenerator", "FlowGenerator"):
+        return generator_class("diffusion" if name == "DiffusionGenerator" else "flow")
     if name == "LatentGenerator":
         from .base import LatentGenerator
 

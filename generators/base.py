@@ -34,7 +34,7 @@ import pytorch_lightning as pl
 import torch
 
 from harness.core.nn import tune_cpu_allocator
-from harness.core.registry import DENOISERS
+from harness.core.registry import DENOISERS, FAMILIES
 from harness.core.types import LatentBatch, LatentSpec
 
 from .config import GeneratorConfig
@@ -80,8 +80,8 @@ class LatentGenerator(pl.LightningModule):
             shorthand for ``denoiser_options={<the denoiser used>: {...}}``.
     """
 
+    #: registry name of the family (``FAMILIES``), set by each family's subclass
     family = "base"
-    default_sampler = "ddpm"
 
     def __init__(self, spec: LatentSpec | dict, config: GeneratorConfig | dict | None = None,
                  *, context_dim: int | None = None, seed: int = 0, **overrides):
@@ -92,7 +92,7 @@ class LatentGenerator(pl.LightningModule):
         config = GeneratorConfig.from_dict(config)
         kwargs = overrides.pop("denoiser_kwargs", None)
         if overrides:
-            config = GeneratorConfig.from_dict({**config.to_dict(), **overrides})
+            config = config.replace(**overrides)
         if kwargs is not None:   # shorthand: options of the denoiser this spec will use
             name = config.denoiser_for(spec_from_dict(spec).kind)[0]
             config = config.replace(denoiser_options={**config.denoiser_options, name: dict(kwargs)})
@@ -336,7 +336,8 @@ class LatentGenerator(pl.LightningModule):
         """Draw ``n`` latents.
 
         Args:
-            sampler: a sampler of this family (default ``default_sampler``).
+            sampler: a sampler of this family (default: the family's ``default_sampler``
+                with ``default_steps`` when ``steps`` is None; ``l3dg list families``).
             steps: sampler steps (diffusion: model evaluations; flow: ODE steps; see the
                 family's docstring for the NFE of each sampler).
             eta: DDIM stochasticity (diffusion only).
@@ -361,8 +362,11 @@ class LatentGenerator(pl.LightningModule):
             A :class:`LatentBatch` of this generator's spec (in the order of ``n_atoms``),
             or ``(latents, stats)`` with ``return_stats``.
         """
+        if sampler is None:                    # the family's declared default
+            fam = FAMILIES.get(self.family)
+            sampler, steps = fam.default_sampler, fam.default_steps if steps is None else steps
         latents, stats = sample_latents(
-            self, n, sampler or self.default_sampler, steps=steps, eta=eta, seed=seed,
+            self, n, sampler, steps=steps, eta=eta, seed=seed,
             n_atoms=n_atoms, context=context, guidance_scale=guidance_scale,
             batch_size=batch_size, clip=clip, progress=progress, use_ema=use_ema,
             spacing=spacing)

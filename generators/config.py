@@ -1,13 +1,18 @@
-"""``GeneratorConfig``: the one definition of every generator knob and its default.
+"""``GeneratorConfig``: every generator knob and its one default.
 
-The same frozen dataclass is the ``generator:`` section of a study config (``harness.config``
-re-exports it and validates YAML into it), the hyperparameters a generator saves in its
-checkpoints (``hparams["config"]``) and what the study builds generators from. The defaults
-are those studies have run with (``timesteps: 500``, ``lr: 1e-3``).
+The knobs every family shares (denoiser, optimiser, EMA, batch, steps, conditioning) are
+fields here; each registered family owns a section under its own name
+(``generator.diffusion``, ``generator.flow``, ...) whose dataclass lives in the family's
+folder and is the one source of that section's defaults and value rules. Sections of every
+registered family are kept (a study can switch ``family`` per space with
+``generator_overrides``); only the selected family's is used.
 
-Values are checked on construction (``ValueError`` naming the key); registry names
-(denoiser, schedule) are checked where the registries are loaded (``harness.config`` and the
-generator's constructor). This module imports nothing heavy, so the CLI stays fast.
+The same frozen object is the ``generator:`` section of a study config (``harness.config``
+validates YAML into it), the hyperparameters a generator saves in its checkpoints
+(``hparams["config"]``, :meth:`to_dict`) and what the study builds generators from.
+Older configs and checkpoints spell the diffusion knobs flat (``timesteps: 50``); they are
+read into ``generator.diffusion`` (:meth:`normalize_dict`). Values are checked on
+construction (``ValueError`` naming the dotted key).
 """
 from __future__ import annotations
 
@@ -15,62 +20,27 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["GeneratorConfig", "FlowConfig", "PREDICTIONS", "NORMALIZATIONS", "FAMILIES",
-           "FLOW_PREDICTIONS", "TIME_SAMPLINGS"]
+from harness.core.registry import FAMILIES
 
-PREDICTIONS = ("eps", "x0", "v")
+__all__ = ["GeneratorConfig", "NORMALIZATIONS"]
+
 NORMALIZATIONS = ("none", "standard")
-FAMILIES = ("diffusion", "flow")
-FLOW_PREDICTIONS = ("velocity", "x1")
-TIME_SAMPLINGS = ("uniform", "logit_normal")
 
 
-@dataclass(frozen=True)
-class FlowConfig:
-    """Knobs of the flow-matching family (``family: flow``; see ``generators/flow.py``)."""
-
-    #: what the network predicts: the velocity ``x1 - x0`` or the data point ``x1``
-    prediction: str = "velocity"
-    #: training times: ``uniform`` on [0, 1] or ``logit_normal`` (``sigmoid(N(mean, std))``)
-    time_sampling: str = "uniform"
-    logit_mean: float = 0.0
-    logit_std: float = 1.0
-    #: minibatch optimal-transport pairing of noise and data (per-atom coordinates are
-    #: Kabsch-aligned before pairing; molecules pair only with noise of their own size)
-    ot_coupling: bool = False
-    #: feed the previous x1 estimate back to the network (Chen et al., 2022)
-    self_conditioning: bool = False
-
-    def __post_init__(self) -> None:
-        if self.prediction not in FLOW_PREDICTIONS:
-            raise ValueError(f"config key 'generator.flow.prediction' must be one of "
-                             f"{', '.join(FLOW_PREDICTIONS)}, got {self.prediction!r}")
-        if self.time_sampling not in TIME_SAMPLINGS:
-            raise ValueError(f"config key 'generator.flow.time_sampling' must be one of "
-                             f"{', '.join(TIME_SAMPLINGS)}, got {self.time_sampling!r}")
-        if not self.logit_std > 0:
-            raise ValueError(f"config key 'generator.flow.logit_std' must be > 0, got "
-                             f"{self.logit_std!r}")
+def _families() -> dict[str, Any]:
+    return {name: FAMILIES.get(name) for name in FAMILIES.names()}
 
 
 @dataclass(frozen=True)
 class GeneratorConfig:
     """The shared latent generator (see ``generators/``)."""
 
-    #: generator family: ``diffusion`` (Gaussian diffusion) or ``flow`` (flow matching)
+    #: generator family (``l3dg list families``): ``diffusion``, ``flow``, ...
     family: str = "diffusion"
     #: "auto" = mlp for vector latents, egnn for per-atom latents
     denoiser: str = "auto"
     #: denoiser options by denoiser name, e.g. {mlp: {width: 512, depth: 4}}
     denoiser_options: dict[str, dict[str, Any]] = field(default_factory=dict)
-    #: diffusion: noise schedule (``polynomial_2``, any ``polynomial_<p>``, ``cosine``, ``linear``)
-    schedule: str = "polynomial_2"
-    #: diffusion: T of the training discretisation
-    timesteps: int = 500
-    #: diffusion: what the network predicts: eps, x0 or v
-    prediction: str = "eps"
-    #: flow matching: prediction, time sampling, OT coupling, self-conditioning
-    flow: FlowConfig = field(default_factory=FlowConfig)
     #: "none" (diffuse the latent as the space gives it) or "standard" (per-feature scaling)
     normalize: str = "none"
     #: AdamW (betas 0.9 / 0.999)
@@ -81,67 +51,128 @@ class GeneratorConfig:
     #: max gradient norm (0 disables)
     grad_clip: float = 1.0
     batch_size: int = 64
+    #: training steps (a study's ``budget`` replaces it)
     max_steps: int = 1000
     #: conditioning: property names from the dataset (empty = unconditional)
     context: list[str] = field(default_factory=list)
     #: probability of dropping the context in training (the null context of guidance)
     context_dropout: float = 0.1
+    #: family name -> that family's section (filled with defaults for every family)
+    sections: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         def bad(key: str, why: str):
             raise ValueError(f"config key 'generator.{key}' {why}")
 
-        if isinstance(self.flow, dict):          # from YAML / checkpoints
-            object.__setattr__(self, "flow", _flow_from_dict(self.flow))
-        if self.family not in FAMILIES:
-            bad("family", f"must be one of {', '.join(FAMILIES)}, got {self.family!r}")
-        if not isinstance(self.flow, FlowConfig):
-            bad("flow", f"must be a mapping of flow options, got {self.flow!r}")
-        if self.prediction not in PREDICTIONS:
-            bad("prediction", f"must be one of {', '.join(PREDICTIONS)}, got {self.prediction!r}")
+        families = _families()
+        if self.family not in families:
+            bad("family", f"must be one of {', '.join(families)}, got {self.family!r}")
+        sections = {}
+        for name, fam in families.items():
+            given = self.sections.get(name)
+            if given is None:
+                given = fam.config()
+            elif isinstance(given, dict):
+                given = _section_from_dict(name, fam.config, given)
+            elif not isinstance(given, fam.config):
+                bad(name, f"must be a mapping of {name} options, got {given!r}")
+            sections[name] = given
+        unknown = sorted(set(self.sections) - set(families))
+        if unknown:
+            bad(unknown[0], f"is not a generator family's section; families: {', '.join(families)}")
+        object.__setattr__(self, "sections", sections)
         if self.normalize not in NORMALIZATIONS:
             bad("normalize", f"must be one of {', '.join(NORMALIZATIONS)}, got {self.normalize!r}")
-        if not isinstance(self.timesteps, int) or self.timesteps < 1:
-            bad("timesteps", f"must be a positive integer, got {self.timesteps!r}")
-        if not self.lr > 0:
+        if not _number(self.lr) or not self.lr > 0:
             bad("lr", f"must be > 0, got {self.lr!r}")
-        if self.weight_decay < 0:
+        if not _number(self.weight_decay) or self.weight_decay < 0:
             bad("weight_decay", f"must be >= 0, got {self.weight_decay!r}")
-        if not 0 <= self.ema_decay < 1:
+        if not _number(self.ema_decay) or not 0 <= self.ema_decay < 1:
             bad("ema_decay", f"must be in [0, 1), got {self.ema_decay!r}")
-        if self.grad_clip is not None and self.grad_clip < 0:
+        if self.grad_clip is not None and (not _number(self.grad_clip) or self.grad_clip < 0):
             bad("grad_clip", f"must be >= 0 (0 disables), got {self.grad_clip!r}")
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+        if not _integer(self.batch_size) or self.batch_size < 1:
             bad("batch_size", f"must be a positive integer, got {self.batch_size!r}")
-        if not isinstance(self.max_steps, int) or self.max_steps < 0:
-            bad("max_steps", f"must be an integer >= 0, got {self.max_steps!r}")
-        if not 0 <= self.context_dropout < 1:
+        if not _integer(self.max_steps) or self.max_steps < 1:
+            bad("max_steps", f"must be a positive integer, got {self.max_steps!r}")
+        if not _number(self.context_dropout) or not 0 <= self.context_dropout < 1:
             bad("context_dropout", f"must be in [0, 1), got {self.context_dropout!r}")
         if not isinstance(self.denoiser_options, dict) or not all(
                 isinstance(v, dict) for v in self.denoiser_options.values()):
             bad("denoiser_options", "must map denoiser names to option mappings")
 
+    def __getattr__(self, name: str) -> Any:
+        # ``config.diffusion`` / ``config.flow``: a family's section by its name
+        sections = self.__dict__.get("sections") or {}
+        if name in sections:
+            return sections[name]
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
+    @property
+    def section(self) -> Any:
+        """The selected family's section."""
+        return self.sections[self.family]
+
     # -- conversions ----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """Plain data (what checkpoints and ``config.yaml`` hold)."""
-        return dataclasses.asdict(self)
+        """Plain data (what checkpoints and ``config.yaml`` hold): the shared knobs, then
+        one mapping per family section under the family's name."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "sections"}
+        out = {k: (list(v) if isinstance(v, list) else
+                   {n: dict(o) for n, o in v.items()} if k == "denoiser_options" else v)
+               for k, v in out.items()}
+        out.update({name: dataclasses.asdict(s) for name, s in self.sections.items()})
+        return out
+
+    @staticmethod
+    def normalize_dict(data: dict[str, Any], where: str = "generator") -> dict[str, Any]:
+        """``data`` with each family's section under its name: flat keys of older configs
+        (``timesteps``) moved into their section (``diffusion.timesteps``). Unknown keys are
+        left for the constructor to refuse."""
+        data = dict(data or {})
+        for name, fam in _families().items():
+            moved = {k: data.pop(k) for k in fam.flat_keys if k in data}
+            if not moved:
+                continue
+            section = data.get(name)
+            section = dict(section) if isinstance(section, dict) else (
+                dataclasses.asdict(section) if dataclasses.is_dataclass(section) else {})
+            both = sorted(set(moved) & set(section))
+            if both:
+                raise ValueError(f"config key '{where}.{both[0]}' is given twice: flat and as "
+                                 f"'{where}.{name}.{both[0]}'; keep the second")
+            data[name] = {**section, **moved}
+        return data
 
     @classmethod
-    def from_dict(cls, data: "GeneratorConfig | dict[str, Any] | None") -> "GeneratorConfig":
+    def from_dict(cls, data: "GeneratorConfig | dict[str, Any] | None",
+                  where: str = "generator") -> "GeneratorConfig":
         """A config from its dict form (unknown keys are an error naming them)."""
         if isinstance(data, cls):
             return data
-        data = dict(data or {})
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
+        data = cls.normalize_dict(data, where)
+        families = _families()
+        names = {f.name for f in dataclasses.fields(cls)} - {"sections"}
+        unknown = sorted(set(data) - names - set(families))
         if unknown:
-            raise ValueError(f"unknown generator config key {unknown[0]!r}; valid keys: "
-                             f"{', '.join(sorted(names))}")
-        return cls(**data)
+            raise ValueError(f"unknown config key '{where}.{unknown[0]}'; valid keys: "
+                             f"{', '.join(sorted(names | set(families)))}")
+        sections = {k: data.pop(k) for k in list(data) if k in families}
+        for name, value in sections.items():
+            if value is not None and not isinstance(value, (dict, families[name].config)):
+                raise ValueError(f"config key '{where}.{name}' must be a mapping of {name} "
+                                 f"options, got {value!r}")
+        return cls(**data, sections={k: v for k, v in sections.items() if v is not None})
 
     def replace(self, **changes: Any) -> "GeneratorConfig":
-        """A copy with some knobs changed (validated again)."""
-        return dataclasses.replace(self, **changes)
+        """A copy with some knobs changed (validated again; section knobs by their flat
+        name as :meth:`from_dict` reads them, or ``diffusion={...}``)."""
+        base = self.to_dict()
+        changes = self.normalize_dict(changes)
+        for name in self.sections:
+            if isinstance(changes.get(name), dict):
+                changes[name] = {**base[name], **changes[name]}
+        return type(self).from_dict({**base, **changes})
 
     # -- derived values ---------------------------------------------------------------------
     def denoiser_for(self, kind: str) -> tuple[str, dict[str, Any]]:
@@ -153,10 +184,18 @@ class GeneratorConfig:
         return name, dict(self.denoiser_options.get(name, {}))
 
 
-def _flow_from_dict(data: dict[str, Any]) -> FlowConfig:
-    names = {f.name for f in dataclasses.fields(FlowConfig)}
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
+
+
+def _integer(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _section_from_dict(name: str, cls: type, data: dict[str, Any]) -> Any:
+    names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ValueError(f"unknown config key 'generator.flow.{unknown[0]}'; valid keys in "
-                         f"'generator.flow': {', '.join(sorted(names))}")
-    return FlowConfig(**data)
+        raise ValueError(f"unknown config key 'generator.{name}.{unknown[0]}'; valid keys in "
+                         f"'generator.{name}': {', '.join(sorted(names))}")
+    return cls(**data)

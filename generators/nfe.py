@@ -25,19 +25,19 @@ from typing import Any, Callable, Iterable
 
 __all__ = ["quality_vs_nfe", "steps_for_nfe"]
 
-#: NFE = a * steps + b for each fixed-step sampler
-_NFE_RULE = {"ddpm": (1, 0), "ddim": (1, 0), "dpm_solver++": (1, 0),
-             "euler": (1, 0), "midpoint": (2, 0), "heun": (2, -1)}
-
-
 def steps_for_nfe(sampler: str, nfe: int) -> int:
-    """Largest ``steps`` whose NFE is at most ``nfe`` (at least one step)."""
-    if sampler not in _NFE_RULE:
-        raise ValueError(f"sampler {sampler!r} has no fixed NFE; use one of "
-                         f"{', '.join(_NFE_RULE)}")
+    """Largest ``steps`` whose NFE is at most ``nfe`` (at least one step), from the
+    sampler's declared ``nfe_rule`` (NFE = a * steps + b)."""
+    from harness.core.registry import FAMILIES, SAMPLERS
+
+    aliases = {a: t for f in FAMILIES.names() for a, t in FAMILIES.get(f).sampler_aliases.items()}
+    rule = getattr(SAMPLERS.get(aliases.get(sampler, sampler)), "nfe_rule", None)
+    if rule is None:
+        fixed = [n for n in SAMPLERS.names() if getattr(SAMPLERS.get(n), "nfe_rule", None)]
+        raise ValueError(f"sampler {sampler!r} has no fixed NFE; use one of {', '.join(fixed)}")
     if not isinstance(nfe, int) or nfe < 1:
         raise ValueError(f"NFE must be a positive int, got {nfe!r}")
-    a, b = _NFE_RULE[sampler]
+    a, b = rule
     return max(1, (nfe - b) // a)
 
 
@@ -52,12 +52,16 @@ def quality_vs_nfe(generator, space, scorer: Callable[[Any], dict[str, float] | 
         space: the space whose latents it generates (``decode`` -> ``MolBatch``).
         scorer: ``decoded MolBatch -> {name: value}`` (or one float, stored as ``score``).
         nfes: NFE budgets to evaluate.
-        sampler: fixed-step sampler (default: ``ddim`` for diffusion, ``heun`` for flow).
+        sampler: fixed-step sampler (default: the family's declared ``nfe_sampler``,
+            ``ddim`` for diffusion and ``heun`` for flow; ``l3dg list families``).
         n, seed, batch_size: molecules per row, sampling seed, denoiser batch.
         **sample_kwargs: passed to ``generator.sample`` (``context``, ``guidance_scale``,
             ``eta``, ...).
     """
-    sampler = sampler or ("heun" if getattr(generator, "family", "") == "flow" else "ddim")
+    if sampler is None:
+        from harness.core.registry import FAMILIES
+
+        sampler = FAMILIES.get(generator.family).nfe_sampler
     rows = []
     for want in nfes:
         steps = steps_for_nfe(sampler, want)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from harness import cli_data, cli_study  # noqa: F401  (their commands register themselves)
+from harness import cli_check, cli_data, cli_study  # noqa: F401  (their commands register themselves)
 from harness.cli_registry import COMMANDS
 
 
@@ -120,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("study", help="sweep (Optuna study) name")
     p.add_argument("--storage", help="storage URL (default: sqlite:///runs/sweeps/<study>.db)")
 
+    cli_check.add_parser(sub)
     from harness.compare import add_parser as add_compare_parser
     from harness.quiet import add_verbosity_flags
 

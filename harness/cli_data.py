@@ -25,13 +25,29 @@ def cmd_list(args: argparse.Namespace) -> int:
         names = reg.names()
         print(f"{kind} ({len(names)}):")
         for name in names:
-            obj = reg.get(name)
-            doc = (getattr(obj, "__doc__", None) or "").strip().splitlines()
-            summary = doc[0] if doc else ""
-            print(f"  {name:<22} {summary}")
+            print(f"  {name:<22} {_summary(reg.get(name))}")
         if not names:
             print("  (none)")
     return 0
+
+
+def _summary(obj) -> str:
+    """One line per component: a suite's metrics, a family's defaults, else the first line
+    of its docstring."""
+    members = getattr(obj, "members", None)
+    if members is not None:                              # a suite
+        parts = [m.metric + "".join(f" {k}={v}" for k, v in m.options if v is not None
+                                    and k in ("profile", "max_molecules", "mmff_max_molecules"))
+                 for m in members]
+        return f"{', '.join(parts)} — {obj.description}"
+    if not isinstance(obj, type) and hasattr(obj, "summary") and hasattr(obj, "describe"):
+        d = obj.describe()                               # a generator family
+        return (f"{d['summary']}; section {d['section']}, default {d['default sampler']}, "
+                f"NFE sampler {d['NFE sampler']}; samplers: {d['samplers']}")
+    doc = (getattr(obj, "__doc__", None) or "").strip().splitlines()
+    family = getattr(obj, "family", None) if isinstance(obj, type) else None
+    return (f"[{family}] " if isinstance(family, str) and hasattr(obj, "nfe_rule") else "") \
+        + (doc[0] if doc else "")
 
 
 # -- data -----------------------------------------------------------------------------------

@@ -72,7 +72,8 @@ class SamplingConfig:
 
 @dataclass
 class MetricsConfig:
-    suite: str = "qm9/v1"
+    #: what every study preset runs (``l3dg eval`` of a file defaults to the full ``qm9/v1``)
+    suite: str = "qm9/v2-core"
     #: metric options by metric name, e.g. {chemistry: {max_molecules: 100}}
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: molecules of the test split used for latent diagnostics (reconstruction, symmetry)
@@ -195,22 +196,54 @@ class StudyConfig:
     progress: bool = True
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        out["generator"] = self.generator.to_dict()     # family sections under their names
+        return out
 
     def generator_for(self, space: str) -> GeneratorConfig:
         """The generator config of one space (``generator`` + its overrides)."""
-        merged = merge(dataclasses.asdict(self.generator), self.generator_overrides.get(space) or {})
-        return _build(GeneratorConfig, merged, f"generator_overrides.{space}")
+        where = f"generator_overrides.{space}"
+        overrides = self.generator_overrides.get(space) or {}
+        if not isinstance(overrides, dict):
+            raise ConfigError(f"config key {where!r} must be a mapping, got {overrides!r}")
+        try:
+            overrides = GeneratorConfig.normalize_dict(overrides, where)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        return _build(GeneratorConfig, merge(self.generator.to_dict(), overrides), where)
 
 
-def _build(cls, data: Any, path: str):
-    """Recursively validate ``data`` into dataclass ``cls``; errors name the dotted key."""
+def _build_generator(data: dict[str, Any], path: str) -> GeneratorConfig:
+    """The ``generator`` section: shared knobs type-checked here, each family's section
+    validated into that family's dataclass (its own defaults and value rules)."""
+    from harness.core.registry import FAMILIES
+
+    try:
+        data = GeneratorConfig.normalize_dict(data, path)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    sections = {}
+    for name in FAMILIES.names():
+        if name in data:
+            sections[name] = _build(FAMILIES.get(name).config, data.pop(name), f"{path}.{name}")
+    shared = _build(GeneratorConfig, data, path, construct=False)
+    try:
+        return GeneratorConfig(**shared, sections=sections)
+    except ValueError as err:
+        raise ConfigError(str(err).replace("config key 'generator.", f"config key '{path}.")) from None
+
+
+def _build(cls, data: Any, path: str, construct: bool = True):
+    """Recursively validate ``data`` into dataclass ``cls``; errors name the dotted key
+    (``construct=False``: the checked keyword arguments instead of the object)."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"config key {path or '(top level)'!r} must be a mapping, got {type(data).__name__}")
+    if cls is GeneratorConfig and construct:
+        return _build_generator(data, path)
     hints = get_type_hints(cls)
-    names = {f.name for f in fields(cls)}
+    names = {f.name for f in fields(cls) if f.name != "sections"}
     unknown = sorted(set(data) - names)
     if unknown:
         where = f"{path}." if path else ""
@@ -224,7 +257,14 @@ def _build(cls, data: Any, path: str):
             kwargs[name] = _build(hint, value, key)
         else:
             kwargs[name] = _check_type(value, hint, key)
-    return cls(**kwargs)
+    if not construct:
+        return kwargs
+    try:
+        return cls(**kwargs)
+    except ValueError as err:
+        if str(err).startswith(("config key", "unknown config key")):
+            raise ConfigError(str(err)) from None
+        raise
 
 
 def _check_type(value: Any, hint: Any, key: str) -> Any:

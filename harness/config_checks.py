@@ -51,13 +51,9 @@ def validate_components(config: StudyConfig) -> None:
             except KeyError as err:
                 raise ConfigError(f"config key 'generator.denoiser': {err.args[0]}") from None
         try:
-            SCHEDULES.get(gen.schedule)
+            SCHEDULES.get(gen.diffusion.schedule)
         except KeyError as err:
-            raise ConfigError(f"config key 'generator.schedule': {err.args[0]}") from None
-        if gen.prediction not in ("eps", "x0", "v"):
-            raise ConfigError(f"config key 'generator.prediction' must be eps, x0 or v, got {gen.prediction!r}")
-        if gen.normalize not in ("none", "standard"):
-            raise ConfigError(f"config key 'generator.normalize' must be none or standard, got {gen.normalize!r}")
+            raise ConfigError(f"config key 'generator.diffusion.schedule': {err.args[0]}") from None
     _validate_sweep(config)
     for key, value in config.curves.thresholds.items():     # curve points hold edm + dist metrics
         if not (key == "quality" or key.startswith(("edm.", "dist."))):
@@ -100,7 +96,7 @@ def validate_components(config: StudyConfig) -> None:
 
 def _validate_context(config: StudyConfig) -> None:
     if config.data.dataset == "qm9":
-        from harness.core.data.qm9 import PROPERTIES
+        from harness.datasets.qm9 import PROPERTIES
 
         names = [p for p, _, _ in PROPERTIES]
     else:
@@ -130,10 +126,12 @@ def _validate_sweep(config: StudyConfig) -> None:
             raise ConfigError(f"config key 'sweep.{key}' must not be empty")
     from generators import check_sampler
 
+    from harness.core.registry import FAMILIES
+
     for family in sw.families:
-        if family not in ("diffusion", "flow"):
+        if family not in FAMILIES:
             raise ConfigError(f"config key 'sweep.families': unknown family {family!r}; "
-                              "families: diffusion, flow")
+                              f"families: {', '.join(FAMILIES.names())}")
         try:
             check_sampler(family, config.sampling.sampler)
         except KeyError as err:

@@ -15,7 +15,7 @@ def split_sizes(config: Any) -> dict[str, int] | None:
     """Molecules per split for ``config.data`` (None when only loading the data can tell)."""
     if config.data.dataset != "qm9":
         return None
-    from harness.core.data.qm9 import qm9_split_sizes
+    from harness.datasets.qm9 import qm9_split_sizes
 
     sizes = qm9_split_sizes(**config.data.options)
     if config.data.max_train:
@@ -32,7 +32,7 @@ def resolved_view(config: Any) -> dict[str, Any]:
         "config": config.to_dict(),
         "splits": split_sizes(config),
         "effective": {name: {"space": dict(options or {}),
-                             "generator": dataclasses.asdict(config.generator_for(name))}
+                             "generator": config.generator_for(name).to_dict()}
                       for name, options in config.spaces.items()},
     }
 
@@ -54,6 +54,7 @@ def format_view(view: dict[str, Any]) -> str:
         g = eff["generator"]
         steps = f"{g['max_steps']:,} steps" if budget.get("value") is None else "budget steps"
         lines.append(f"#   {name}: {steps} x batch {g['batch_size']}, "
-                     + (f"T={g['timesteps']} {g['schedule']}" if g.get("family", "diffusion") == "diffusion"
-                      else f"family {g['family']}") + f", lr {g['lr']:g}, denoiser {g['denoiser']}")
+                     + (f"T={g['diffusion']['timesteps']} {g['diffusion']['schedule']}"
+                        if g["family"] == "diffusion" else f"family {g['family']}")
+                     + f", lr {g['lr']:g}, denoiser {g['denoiser']}")
     return "\n".join(lines) + "\n" + yaml.safe_dump(view, sort_keys=False)

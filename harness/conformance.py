@@ -47,9 +47,11 @@ class CheckResult:
 
 @dataclass
 class ConformanceReport:
+    #: the component's registry name (a space's, or any kind's: see ``kind``)
     space: str
     checks: list[CheckResult] = field(default_factory=list)
     seconds: float = 0.0
+    kind: str = "space"
 
     @property
     def passed(self) -> bool:
@@ -57,7 +59,7 @@ class ConformanceReport:
 
     def table(self) -> str:
         width = max([len(c.name) for c in self.checks] + [10])
-        lines = [f"conformance of space {self.space!r}", f"  {'check':<{width}}  result  detail"]
+        lines = [f"conformance of {self.kind} {self.space!r}", f"  {'check':<{width}}  result  detail"]
         for c in self.checks:
             lines.append(f"  {c.name:<{width}}  {'PASS' if c.passed else 'FAIL':<6}  {c.detail}")
         lines.append(f"  {'overall':<{width}}  {'PASS' if self.passed else 'FAIL':<6}  "

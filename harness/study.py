@@ -98,7 +98,7 @@ class Study:
         from harness.budget import budget_fingerprint
 
         # a budget enters only when set, so runs without one keep their fingerprints
-        gen = fingerprint_of([fit, dataclasses.asdict(c.generator_for(name)), *budget_fingerprint(c)])
+        gen = fingerprint_of([fit, c.generator_for(name).to_dict(), *budget_fingerprint(c)])
         sample = fingerprint_of([gen, dataclasses.asdict(c.sampling)])
         score = fingerprint_of([sample, dataclasses.asdict(c.metrics)])
         controls = fingerprint_of([score, c.controls])

@@ -106,7 +106,7 @@ def trial_config(trial, base: StudyConfig, root: Path) -> tuple[StudyConfig, str
     data["metrics"]["reference_row"] = False
     config = load_config(data)
     trial.set_user_attr("space_options", config.spaces[space])
-    trial.set_user_attr("generator", dataclasses.asdict(config.generator_for(space)))
+    trial.set_user_attr("generator", config.generator_for(space).to_dict())
     return config, space
 
 

@@ -1,9 +1,8 @@
-"""Diffusion spaces: one file per backend. Importing this package registers the built-ins."""
-import importlib
-import pkgutil
-
+"""Diffusion spaces: one file per backend (``SPACES`` registry). Importing this package
+imports every module beside it (``_private`` helpers excepted), which registers the built-ins."""
+from harness.core.registry import import_submodules
 from spaces.base import Space
 
-for _info in pkgutil.iter_modules(__path__):
-    if _info.name != "base" and not _info.name.startswith("_"):
-        importlib.import_module(f"{__name__}.{_info.name}")
+import_submodules(__name__, __path__)
+
+__all__ = ["Space"]

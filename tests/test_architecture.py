@@ -1,9 +1,11 @@
 """The floors of the house, asserted: who may import whom (README, "Architecture").
 
 * ``harness.core`` (ground floor) imports nothing of ``spaces``, ``generators``,
-  ``metrics`` or the top floor of ``harness``;
-* ``spaces``, ``generators`` and ``metrics`` import only the ground floor (and themselves),
-  never each other or the top floor;
+  ``metrics`` or the top floor of ``harness``, and names no upper module even as a string
+  (plug-in folders are found through entry points);
+* ``spaces``, ``generators``, ``metrics`` and ``harness.datasets`` import only the ground
+  floor (and themselves), never each other or the top floor;
+* generator families (``generators/families/<name>/``) never import each other;
 * no two modules import each other, directly or through a cycle;
 * no product file is over ~450 lines (one concern per file).
 
@@ -68,6 +70,8 @@ def _graph() -> dict[str, set[str]]:
 def _floor(module: str) -> str:
     if module == "harness.core" or module.startswith("harness.core."):
         return "core"
+    if module == "harness.datasets" or module.startswith("harness.datasets."):
+        return "datasets"
     return module.split(".")[0] if not module.startswith("harness") else "top"
 
 
@@ -76,7 +80,8 @@ ALLOWED = {
     "spaces": {"core", "spaces"},
     "generators": {"core", "generators"},
     "metrics": {"core", "metrics"},
-    "top": {"core", "spaces", "generators", "metrics", "top"},
+    "datasets": {"core", "datasets"},
+    "top": {"core", "spaces", "generators", "metrics", "datasets", "top"},
 }
 
 
@@ -90,6 +95,56 @@ def test_floors_import_only_downwards():
             if _floor(dep) not in ALLOWED[floor]:
                 bad.append(f"{module} ({floor}) imports {dep} ({_floor(dep)})")
     assert not bad, "imports against the floors:\n" + "\n".join(sorted(bad))
+
+
+def test_families_never_import_each_other():
+    prefix = "generators.families."
+    bad = []
+    for module, deps in _graph().items():
+        if module.startswith(prefix) and module.count(".") >= 3:
+            own = module.split(".")[2]
+            bad += [f"{module} imports {d}" for d in deps
+                    if d.startswith(prefix) and d.split(".")[2] != own]
+    assert not bad, "families import each other:\n" + "\n".join(bad)
+
+
+UPPER = ("spaces", "generators", "metrics", "harness.datasets", "harness.cli", "harness.study")
+
+
+def _upper_names_in(text: str) -> list[str]:
+    """Upper-floor module names a ground-floor file mentions in a string (``"spaces"``,
+    ``"generators.x"``): a module imported by name is a dependency the graph cannot see."""
+    tree = ast.parse(text)
+    kinds = {id(a) for node in ast.walk(tree) if isinstance(node, ast.Call)
+             and getattr(node.func, "id", None) == "Registry" for a in node.args}  # kind names
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in kinds:
+            v = node.value.strip()
+            if any(v == u or v.startswith(u + ".") for u in UPPER):
+                found.append(v)
+    return found
+
+
+def test_ground_floor_names_no_upper_module():
+    bad = [f"{p.relative_to(ROOT)}: {name!r}" for p in (ROOT / "harness" / "core").rglob("*.py")
+           for name in _upper_names_in(p.read_text())]
+    assert not bad, "the ground floor names upper modules:\n" + "\n".join(bad)
+
+
+def test_the_ground_floor_test_can_fail():
+    assert _upper_names_in('BUILTIN = ("harness.datasets.qm9", "spaces")\n') == \
+        ["harness.datasets.qm9", "spaces"]
+
+
+def test_builtin_folders_come_from_entry_points():
+    """The plug-in folders are advertised like a third-party package's components."""
+    from importlib.metadata import entry_points
+
+    folders = {ep.name: ep.value for ep in entry_points(group="l3dg.builtins")}
+    assert folders == {"datasets": "harness.datasets", "denoisers": "generators.denoisers",
+                       "families": "generators.families", "metrics": "metrics",
+                       "spaces": "spaces"}
 
 
 def test_no_import_cycles():
@@ -142,8 +197,8 @@ def test_product_files_stay_small(path):
 def test_the_graph_test_can_fail(tmp_path, monkeypatch):
     """The checker sees a sideways import (so a passing run means something)."""
     fake = ROOT / "spaces" / "_architecture_probe.py"
-    graph = _imports_of_text("from generators.schedules import x\nimport metrics.edm\n", "spaces._probe")
-    assert {"generators.schedules", "metrics.edm"} <= graph
+    graph = _imports_of_text("from generators.layout import x\nimport metrics.edm\n", "spaces._probe")
+    assert {"generators.layout", "metrics.edm"} <= graph
     assert not fake.exists()
 
 

@@ -56,7 +56,7 @@ def test_halves_follow_edms_seed_42_permutation():
 
 def test_qm9_halves_checksum_is_stable():
     """Recomputed from the standard split alone (no QM9 load): 50,000 + 50,000, disjoint."""
-    from harness.core.data.qm9 import N_MOLECULES, SPLIT_CHECKSUM, SPLIT_SEED, SPLIT_SIZES
+    from harness.datasets.qm9 import N_MOLECULES, SPLIT_CHECKSUM, SPLIT_SEED, SPLIT_SIZES
 
     splits = deterministic_split(N_MOLECULES, SPLIT_SIZES, SPLIT_SEED)
     assert splits_checksum(splits) == SPLIT_CHECKSUM

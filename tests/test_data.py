@@ -5,10 +5,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import harness.core.data.qm9 as qm9
+import harness.datasets.qm9 as qm9
 from harness.core.data import load_dataset, load_source
 from harness.core.data.base import deterministic_split, splits_checksum, subset_splits
-from harness.core.data.sdf import NoUsableMolecules
+from harness.datasets.sdf import NoUsableMolecules
 
 from conftest import QM9_ELEMENTS, QM9_SAMPLE
 

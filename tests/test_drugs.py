@@ -10,7 +10,7 @@ if importlib.util.find_spec("moses") is None:   # never `import moses`: its pome
     pytest.skip("molsets not installed (pip install --no-deps molsets)", allow_module_level=True)
 
 from harness.core.data import load_dataset  # noqa: E402
-from harness.core.data import moses as moses_mod  # noqa: E402
+from harness.datasets import moses as moses_mod  # noqa: E402
 
 FAST = {"workers": 1, "threads": 1, "progress": False}
 

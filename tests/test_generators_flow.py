@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from generators import FlowGenerator, build_generator, load_generator
-from generators import flow as F
-from generators.flow_samplers import make_flow_sampler
+from generators.families.flow import objective as F
+from generators.families.flow.samplers import make_flow_sampler
 from harness.core.registry import SAMPLERS
 from harness.core.types import LatentBatch, LatentSpec
 

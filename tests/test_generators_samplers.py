@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from generators.layout import LatentLayout
-from generators.samplers import DDIMSampler, DDPMSampler, make_sampler, spaced_timesteps
-from generators.schedules import make_schedule
+from generators.families.diffusion.samplers import DDIMSampler, DDPMSampler, make_sampler, spaced_timesteps
+from generators.families.diffusion.schedules import make_schedule
 from harness.core.registry import SAMPLERS
 from harness.core.types import LatentSpec
 

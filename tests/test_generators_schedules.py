@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from generators.schedules import (CosineSchedule, LinearSchedule, NoiseSchedule,
+from generators.families.diffusion.schedules import (CosineSchedule, LinearSchedule, NoiseSchedule,
                                   PolynomialSchedule, make_schedule)
 from harness.core.registry import SCHEDULES
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.core.data.geom import (GEOM_ELEMENTS, UnsafePickleError, load_geom, read_rdkit_pickle)
+from harness.datasets.geom import (GEOM_ELEMENTS, UnsafePickleError, load_geom, read_rdkit_pickle)
 
 HERE = Path(__file__).parent / "fixtures" / "geom"
 

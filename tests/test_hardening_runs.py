@@ -40,7 +40,7 @@ def _copy(run_dir: Path, tmp_path: Path) -> Path:
 # -- the whole config is validated before any stage writes a file ------------------------------
 @pytest.mark.parametrize("override, key", [
     ("generator.max_steps=-5", "generator.max_steps"), ("generator.max_steps=0", "generator.max_steps"),
-    ("sampling.n_samples=0", "sampling.n_samples"), ("generator.timesteps=0", "generator.timesteps"),
+    ("sampling.n_samples=0", "sampling.n_samples"), ("generator.timesteps=0", "generator.diffusion.timesteps"),
     ("generator.lr=-1", "generator.lr"), ("generator.batch_size=0", "generator.batch_size"),
     ("sampling.steps=0", "sampling.steps"), ("generator.ema_decay=1.5", "generator.ema_decay"),
     ("generator_overrides.raw.max_steps=0", "generator_overrides.raw.max_steps"),

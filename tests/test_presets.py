@@ -50,7 +50,7 @@ def test_preset_resolves_to_its_pinned_values(preset):
     budget = view["config"]["budget"]
     assert (budget if budget["value"] is not None else None) == BUDGETS.get(preset)
     got = {name: ("budget" if budget["value"] is not None else g["max_steps"], g["batch_size"],
-                  g["timesteps"], g["schedule"])
+                  g["diffusion"]["timesteps"], g["diffusion"]["schedule"])
            for name, g in ((n, e["generator"]) for n, e in view["effective"].items())}
     assert got == steps
     for name, e in view["effective"].items():   # `<space>@flow` aliases train the flow family
@@ -79,7 +79,7 @@ def test_a_child_that_states_overrides_inherits_none_of_its_parents(tmp_path):
     config = load_config(str(child))
     assert set(config.generator_overrides) == {"invariant"}
     assert config.generator_for("raw").max_steps == config.generator.max_steps == 600
-    assert config.generator_for("invariant").schedule == "polynomial_2"   # default's linear not kept
+    assert config.generator_for("invariant").diffusion.schedule == "polynomial_2"   # default's linear not kept
     keep = tmp_path / "keep.yaml"
     keep.write_text("extends: default-steps\nstudy: keep\n")
     assert load_config(str(keep)).generator_for("raw").max_steps == 450   # unstated: inherited

@@ -1,4 +1,5 @@
-"""Denoiser networks (``DENOISERS`` registry); one backend per file.
+"""Denoiser networks (``DENOISERS`` registry); one backend per file, each found by importing
+this package (every module beside it but ``base`` and ``_private`` helpers).
 
 * ``mlp`` (``mlp.py``) — residual MLP for vector latents.
 * ``egnn`` (``egnn.py``) — dense fully connected EGNN (EDM's layout), E(3)-equivariant.
@@ -6,10 +7,14 @@
 
 The calling conventions are documented in ``base.py``.
 """
+from harness.core.registry import import_submodules
+
 from .base import Denoiser, sinusoidal_embedding
-from . import mlp, egnn, e3nn_net  # noqa: F401  (registration)
-from .mlp import MLPDenoiser
-from .egnn import EGNNDenoiser
-from .e3nn_net import E3nnDenoiser
+
+import_submodules(__name__, __path__)
+
+from .e3nn_net import E3nnDenoiser  # noqa: E402
+from .egnn import EGNNDenoiser  # noqa: E402
+from .mlp import MLPDenoiser  # noqa: E402
 
 __all__ = ["Denoiser", "sinusoidal_embedding", "MLPDenoiser", "EGNNDenoiser", "E3nnDenoiser"]

@@ -7,10 +7,16 @@ A backend registers itself with a decorator at import time::
     @SPACES.register("my_space")
     class MySpace(Space): ...
 
-Unknown names raise a :class:`KeyError` that lists the valid ones. Built-in components are
-imported lazily by :func:`load_builtins` (so ``l3dg --help`` stays fast); user components come
-from a file path, a module name, or the ``l3dg.<kind>`` package entry-point groups
-(:func:`load_plugin`, :func:`load_entry_points`).
+Unknown names raise a :class:`KeyError` that lists the valid ones.
+
+Every kind is found the same way. A plug-in folder (``spaces/``, ``harness/datasets/``,
+``metrics/``, ``generators/denoisers/``, ``generators/families/``) imports each module beside
+its ``__init__`` (:func:`import_submodules`), and each module registers what it defines. The
+harness's own folders are advertised through the entry-point group ``l3dg.builtins`` in
+``pyproject.toml``, exactly as a third-party package advertises its components under
+``l3dg.<kind>`` groups: this ground floor names no module above it. They are imported lazily
+by :func:`load_builtins` (so ``l3dg --help`` stays fast); a user's file or module of any kind
+comes in through :func:`load_plugin` (``--plugin FILE``, config ``plugins:``).
 """
 from __future__ import annotations
 
@@ -105,42 +111,57 @@ SAMPLERS: Registry[Any] = Registry("samplers")
 SCHEDULES: Registry[Any] = Registry("schedules")
 METRICS: Registry[Any] = Registry("metrics")
 SUITES: Registry[Any] = Registry("suites")
+FAMILIES: Registry[Any] = Registry("families")
 
 REGISTRIES: dict[str, Registry[Any]] = {
-    r.kind: r for r in (DATASETS, SPACES, DENOISERS, SAMPLERS, SCHEDULES, METRICS, SUITES)
+    r.kind: r for r in (DATASETS, SPACES, DENOISERS, SAMPLERS, SCHEDULES, METRICS, SUITES,
+                        FAMILIES)
 }
 
-# Modules whose import registers the built-in components. A missing module is skipped, so a
-# partial checkout still lists what it has; any other import error propagates.
-BUILTIN_MODULES = (
-    "harness.core.data.qm9",
-    "harness.core.data.sdf",
-    "harness.core.data.geom",
-    "harness.core.data.moses",
-    "generators.schedules",
-    "generators.samplers",
-    "generators.denoisers",
-    "metrics",
-    "spaces",
-)
+#: entry-point group of the harness's own plug-in folders (``pyproject.toml``)
+BUILTIN_GROUP = "l3dg.builtins"
 
 _loading = False
 _loaded = False
 
 
+class BuiltinsMissing(RuntimeError):
+    """The package's entry points are not installed (a checkout used without installing)."""
+
+
+def import_submodules(package: str, path: Any) -> list[str]:
+    """Import every module and sub-package of a plug-in folder (``__path__`` of
+    ``package``) whose name does not start with ``_``, in name order; returns their names.
+    A folder's ``__init__`` calls this so that a new file in it is found the moment it
+    exists."""
+    import pkgutil
+
+    names = []
+    for info in sorted(pkgutil.iter_modules(path), key=lambda i: i.name):
+        if info.name.startswith("_") or info.name == "base":
+            continue
+        importlib.import_module(f"{package}.{info.name}")
+        names.append(info.name)
+    return names
+
+
 def load_builtins() -> None:
-    """Import every built-in component module once (idempotent, re-entrant safe)."""
+    """Import every built-in plug-in folder, then installed third-party components, once
+    (idempotent, re-entrant safe)."""
     global _loading, _loaded
     if _loaded or _loading:
         return
+    from importlib.metadata import entry_points
+
     _loading = True
     try:
-        for module in BUILTIN_MODULES:
-            try:
-                importlib.import_module(module)
-            except ModuleNotFoundError as err:
-                if err.name is None or not module.startswith(err.name):
-                    raise
+        folders = list(entry_points(group=BUILTIN_GROUP))
+        if not folders:
+            raise BuiltinsMissing(
+                f"no built-in components: the entry-point group {BUILTIN_GROUP!r} is not "
+                "installed; install the project first (`make install`, or `pip install -e .`)")
+        for ep in sorted(folders, key=lambda e: e.name):
+            importlib.import_module(ep.value)
         load_entry_points()
         _loaded = True
     finally:

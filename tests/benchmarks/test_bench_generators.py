@@ -55,7 +55,7 @@ def make_workload(kind: str, mode: str, size=(9, 256), batch: int = B,
                   n_atoms: int | None = None, bf16: bool = False):
     """Return ``(step, n_molecules, n_params)`` for one benchmark configuration."""
     from generators import DiffusionGenerator
-    from generators.samplers import make_sampler
+    from generators.families.diffusion.samplers import make_sampler
     from harness.core.types import LatentSpec
 
     if kind == "mlp":

@@ -49,7 +49,7 @@ def drug_molecules():
     from rdkit import Chem
     from rdkit.Chem import AllChem
 
-    from harness.core.data.moses import moses_files, read_smiles
+    from harness.datasets.moses import moses_files, read_smiles
 
     out = []
     for smiles in read_smiles(moses_files()["test"])[:N_DRUG]:

@@ -182,6 +182,16 @@ def subset_splits(splits: dict[str, np.ndarray], total: int) -> dict[str, np.nda
     return out
 
 
+def take_subset(packed: "Molecules", splits: dict[str, np.ndarray], total: int
+                ) -> tuple["Molecules", dict[str, np.ndarray]]:
+    """``total`` molecules in each split's proportion (:func:`subset_splits`), re-indexed so
+    the returned container holds only them: ``(packed subset, splits into it)``."""
+    splits = subset_splits(splits, int(total))
+    packed = packed.take(np.concatenate(list(splits.values())))
+    offsets = np.cumsum([0] + [len(v) for v in splits.values()])
+    return packed, {k: np.arange(offsets[i], offsets[i + 1]) for i, k in enumerate(splits)}
+
+
 def splits_checksum(splits: dict[str, np.ndarray]) -> str:
     h = hashlib.sha256()
     for name in sorted(splits):

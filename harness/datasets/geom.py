@@ -44,7 +44,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from harness.core.data.base import (DatasetCache, MolDataset, Molecules, default_cache_dir,
-                                    fingerprint_of, subset_splits)
+                                    fingerprint_of, take_subset)
 from harness.core.registry import DATASETS
 from harness.core.types import PERIODIC_TABLE, MolRecord
 
@@ -343,11 +343,7 @@ def load_geom(path: str | Path, format: str = "auto", conformers: int | None = N
             packed = packed.without_hydrogens()
     name = f"geom[{layout},{k}conf]"
     if subset is not None:
-        splits = subset_splits(splits, int(subset))
-        keep = np.concatenate(list(splits.values()))
-        packed = packed.take(keep)
-        offsets = np.cumsum([0] + [len(v) for v in splits.values()])
-        splits = {s: np.arange(offsets[i], offsets[i + 1]) for i, s in enumerate(splits)}
+        packed, splits = take_subset(packed, splits, int(subset))
         name += f"[subset={subset}]"
     if remove_h:
         name += "[noH]"

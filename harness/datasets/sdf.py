@@ -42,7 +42,7 @@ def load_sdf(path: str | Path, elements: Sequence[str] | None = None,
     root = Path(path)
     if not root.exists() and not root.is_absolute():
         # presets name committed files relative to the checkout (e.g. harness/core/data/...)
-        packaged = Path(__file__).resolve().parents[3] / root
+        packaged = Path(__file__).resolve().parents[2] / root
         root = packaged if packaged.exists() else root
     if not root.exists():
         raise FileNotFoundError(f"sdf dataset: {root} does not exist")
@@ -93,3 +93,13 @@ def _as_float(value) -> float:
         return float(value)
     except (TypeError, ValueError):
         return float("nan")
+
+
+def _test_options() -> dict:
+    """What the dataset conformance check builds it with (``l3dg check sdf``)."""
+    from harness.core.data import QM9_SAMPLE_SDF
+
+    return {"path": str(QM9_SAMPLE_SDF), "elements": ["H", "C", "N", "O", "F"], "report": False}
+
+
+load_sdf.test_options = _test_options

@@ -48,6 +48,8 @@ class FlowSampler:
 
     name = "flow"
     family = "flow"
+    #: NFE = a * steps + b (``generators.nfe.steps_for_nfe``); None: no fixed NFE (adaptive)
+    nfe_rule: tuple[int, int] | None = (1, 0)
     default_steps = 50
 
     def __init__(self, steps: int | None = None, eta: float = 0.0, **_ignored):
@@ -93,6 +95,8 @@ class EulerSampler(FlowSampler):
 class MidpointSampler(FlowSampler):
     """``z_{k+1} = z_k + h v(z_k + h/2 v(z_k, t_k), t_k + h/2)``."""
 
+    nfe_rule = (2, 0)
+
     name = "midpoint"
     default_steps = 25
 
@@ -112,6 +116,8 @@ class MidpointSampler(FlowSampler):
 @SAMPLERS.register("heun")
 class HeunSampler(FlowSampler):
     """Trapezoidal predictor-corrector; Euler on the last step (see module docstring)."""
+
+    nfe_rule = (2, -1)
 
     name = "heun"
     default_steps = 25
@@ -146,6 +152,8 @@ _B4 = (5179 / 57600, 0.0, 7571 / 16695, 393 / 640, -92097 / 339200, 187 / 2100, 
 @SAMPLERS.register("dopri5")
 class Dopri5Sampler(FlowSampler):
     """Adaptive Dormand-Prince 5(4) (see module docstring)."""
+
+    nfe_rule = None
 
     name = "dopri5"
     default_steps = 10
@@ -195,3 +203,19 @@ def make_flow_sampler(name: str, steps: int | None = None, eta: float = 0.0) -> 
         raise KeyError(f"sampler {name!r} is a diffusion sampler; valid samplers for flow "
                        f"generators: {', '.join(valid)} (ddim = euler)")
     return cls(steps=steps, eta=eta)
+
+
+def probe(cls: type, steps: int = 10, n: int = 4000, seed: int = 0):
+    """Drive sampler class ``cls`` with the exact velocity between ``N(0, I)`` noise and
+    ``N(0, I)`` data in 2-D (``E[x1 - x0 | z_t] = (2t - 1) z_t / ((1 - t)^2 + t^2)``), as a
+    conformance probe: returns ``(samples [n, 2], nfe used, steps)``; the samples should be
+    ``N(0, I)``."""
+    smp = cls(steps=steps)
+    g = torch.Generator().manual_seed(seed)
+    z0 = torch.randn(n, 2, generator=g, dtype=torch.float64)
+
+    def velocity(z, t):
+        return (2 * t - 1) / ((1 - t) ** 2 + t ** 2) * z
+
+    z1, nfe = smp.solve(velocity, z0, lambda v: v)
+    return z1, nfe, smp.steps

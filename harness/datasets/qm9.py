@@ -19,7 +19,7 @@ import numpy as np
 
 from harness.core.data.base import (DatasetCache, MolDataset, Molecules, default_cache_dir,
                                deterministic_split, fingerprint_of, splits_checksum,
-                               subset_splits)
+                               subset_splits, take_subset)
 from harness.core.registry import DATASETS
 from harness.core.types import ATOMIC_NUMBER
 
@@ -208,12 +208,7 @@ def load_qm9(subset: int | None = None, remove_h: bool = False, cache_dir: str |
     name = "qm9"
     elements = ELEMENTS
     if subset is not None:
-        splits = subset_splits(splits, int(subset))
-        keep = np.concatenate(list(splits.values()))
-        # re-index so the dataset holds only the subset
-        packed = packed.take(keep)
-        offsets = np.cumsum([0] + [len(v) for v in splits.values()])
-        splits = {k: np.arange(offsets[i], offsets[i + 1]) for i, k in enumerate(splits)}
+        packed, splits = take_subset(packed, splits, int(subset))
         name = f"qm9[subset={subset}]"
     if remove_h:
         packed = packed.without_hydrogens()

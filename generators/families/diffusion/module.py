@@ -9,12 +9,12 @@ reverse-diffusion trajectory.
 
 Training
     ``t ~ U{1..T}``, ``z_t = alpha_t z0 + sigma_t eps`` with masked, zero-CoM noise; L2 loss
-    on the configured parametrisation (``eps``, ``x0`` or ``v``; ``generators/diffusion.py``)
+    on the configured parametrisation (``generator.diffusion.prediction``: ``eps``, ``x0`` or ``v``; ``targets.py``)
     normalised per sample by the diffused dimension; context dropped with probability
     ``context_dropout``.
 
 Sampling
-    Any diffusion sampler (``ddpm``, ``ddim``, ``dpm_solver++``; ``generators/samplers.py``)
+    Any diffusion sampler (``ddpm``, ``ddim``, ``dpm_solver++``; ``samplers.py``)
     with any number of steps, whatever ``timesteps`` the model was trained with. NFE = the
     sampler's steps (one evaluation of the guided model per visited timestep; with
     ``guidance_scale != 1`` each evaluation runs the conditional and unconditional branch in
@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import torch
 
-from . import diffusion as D
-from .base import LatentGenerator, spec_from_dict, spec_to_dict
+from ... import guidance as G
+from ...base import LatentGenerator, spec_from_dict, spec_to_dict
+from . import targets as D
 from .samplers import make_sampler
 from .schedules import make_schedule
 
@@ -39,10 +40,9 @@ class DiffusionGenerator(LatentGenerator):
     ``seed``, config overrides)."""
 
     family = "diffusion"
-    default_sampler = "ddpm"
 
     def _setup_family(self) -> None:
-        self.schedule = make_schedule(self.config.schedule, self.config.timesteps)
+        self.schedule = make_schedule(self.config.diffusion.schedule, self.config.diffusion.timesteps)
 
     # -- network and conversions -------------------------------------------------------------
     def _model(self, net, z, t, mask, ctx) -> torch.Tensor:
@@ -60,8 +60,8 @@ class DiffusionGenerator(LatentGenerator):
         if self._ctx_in and ctx is not None:
             u = torch.rand(B, generator=generator, device=dev)
             keep = u >= self.config.context_dropout
-        out = self._model(net, zt, t, mask, D.context_input(ctx, keep, B, z0, self._ctx_in))
-        target = D.training_target(self.config.prediction, z0, eps, t, self.schedule)
+        out = self._model(net, zt, t, mask, G.context_input(ctx, keep, B, z0, self._ctx_in))
+        target = D.training_target(self.config.diffusion.prediction, z0, eps, t, self.schedule)
         return self.layout.mse(out, target, mask)
 
     loss = diffusion_loss
@@ -77,11 +77,11 @@ class DiffusionGenerator(LatentGenerator):
             m2 = None if mask is None else torch.cat([mask, mask])
             both = self._model(net, torch.cat([z, z]), torch.cat([tt, tt]), m2,
                                torch.cat([ctx_c, ctx_u]))
-            out = D.guide(both[:B], both[B:], w)
+            out = G.guide(both[:B], both[B:], w)
         a, s = D.coefficients(self.schedule, tt, z)
-        eps, x0 = D.to_eps_x0(self.config.prediction, out, z, a, s)
+        eps, x0 = D.to_eps_x0(self.config.diffusion.prediction, out, z, a, s)
         if lo_hi is not None:
-            x0 = D.clip_x0(x0, lo_hi, lambda v: self.layout.project(v, mask))
+            x0 = G.clip_x0(x0, lo_hi, lambda v: self.layout.project(v, mask))
             eps = D.eps_from_x0(z, x0, a, s)
         return eps, x0
 
@@ -96,9 +96,9 @@ class DiffusionGenerator(LatentGenerator):
         net = self.ema if (use_ema and self.ema is not None) else self.denoiser
         B = z.shape[0]
         t = torch.as_tensor(t, device=z.device, dtype=torch.long).expand(B)
-        ctx_c = None if context is None else D.context_input(context.to(z), None, B, z,
+        ctx_c = None if context is None else G.context_input(context.to(z), None, B, z,
                                                              self._ctx_in)
-        return self._predict(net, z, t, mask, ctx_c, D.context_input(None, None, B, z,
+        return self._predict(net, z, t, mask, ctx_c, G.context_input(None, None, B, z,
                                                                      self._ctx_in),
                              guidance_scale, None)
 
@@ -112,8 +112,8 @@ class DiffusionGenerator(LatentGenerator):
         B = shape[0]
         z = lay.noise(shape, mask, g, dev)
         smp.reset()
-        ctx_c = D.context_input(ctx, None, B, z, self._ctx_in) if ctx is not None else None
-        ctx_u = D.context_input(None, None, B, z, self._ctx_in)
+        ctx_c = G.context_input(ctx, None, B, z, self._ctx_in) if ctx is not None else None
+        ctx_u = G.context_input(None, None, B, z, self._ctx_in)
         nfe = 0
         for t, s in smp.pairs():
             tt = torch.full((B,), t, device=dev, dtype=torch.long)

@@ -1,7 +1,8 @@
-"""Gaussian-diffusion math with no weights: prediction targets and conversions, guidance,
-clipping, the conditioning input (the diffusers split: the LightningModule only calls these).
+"""Gaussian-diffusion math with no weights: prediction targets and their conversions (the
+diffusers split: the LightningModule only calls these; guidance, clipping and the
+conditioning input every family shares are in ``generators/guidance.py``).
 
-Notation (variance preserving, ``generators/schedules.py``): ``z_t = alpha_t x0 + sigma_t
+Notation (variance preserving, ``schedules.py`` beside this file): ``z_t = alpha_t x0 + sigma_t
 eps``. The network predicts one of
 
 * ``eps`` — the noise,
@@ -22,8 +23,7 @@ import torch
 from .config import PREDICTIONS
 from .schedules import NoiseSchedule
 
-__all__ = ["PREDICTIONS", "coefficients", "to_eps_x0", "eps_from_x0", "training_target",
-           "guide", "clip_x0", "context_input"]
+__all__ = ["PREDICTIONS", "coefficients", "to_eps_x0", "eps_from_x0", "training_target"]
 
 
 def coefficients(schedule: NoiseSchedule, t: torch.Tensor, like: torch.Tensor):
@@ -61,32 +61,3 @@ def training_target(prediction: str, z0: torch.Tensor, eps: torch.Tensor, t: tor
         return z0
     a, s = coefficients(schedule, t, z0)
     return a * eps - s * z0                                            # v
-
-
-def guide(out_cond: torch.Tensor, out_uncond: torch.Tensor, w: float) -> torch.Tensor:
-    """Classifier-free guidance ``out_u + w (out_c - out_u)`` (``w = 1``: conditional). The
-    conversions above are affine in the output, so guiding any parametrisation (or the
-    velocity of a flow) is the same as guiding eps."""
-    return out_uncond + w * (out_cond - out_uncond)
-
-
-def clip_x0(x0: torch.Tensor, lo_hi: tuple[torch.Tensor, torch.Tensor], project) -> torch.Tensor:
-    """Clamp a predicted clean latent to per-column bounds ``lo_hi = ([W], [W])`` (the
-    image of ``[-1, 1]`` under the normaliser; ``+-inf`` for coordinates), then ``project``
-    it back into the diffused subspace (masks, zero CoM)."""
-    return project(torch.maximum(torch.minimum(x0, lo_hi[1]), lo_hi[0]))
-
-
-def context_input(ctx: torch.Tensor | None, keep: torch.Tensor | None, batch: int,
-                  like: torch.Tensor, width: int) -> torch.Tensor | None:
-    """The denoiser's conditioning input ``[B, C + 1] = [ctx * keep, keep]``.
-
-    ``width = C + 1`` (0: unconditional, returns None). ``ctx = None`` gives the null context
-    (all zeros) used for the unconditional branch of guidance; ``keep: [B]`` (bool or 0/1)
-    drops the context per sample in training (None keeps all)."""
-    if not width:
-        return None
-    if ctx is None:
-        return like.new_zeros(batch, width)
-    keep = like.new_ones(batch) if keep is None else keep.to(like.dtype)
-    return torch.cat([ctx.to(like.dtype) * keep[:, None], keep[:, None]], dim=1)

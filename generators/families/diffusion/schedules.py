@@ -3,7 +3,7 @@
 A schedule fixes ``alpha_bar[t] = alpha_t^2`` for integer timesteps ``t = 0 .. T``; ``t = 0``
 is (almost) clean data and ``t = T`` (almost) pure noise. Every schedule here is variance
 preserving: ``z_t = alpha_t x + sigma_t eps`` with ``sigma_t^2 = 1 - alpha_t^2``. Training
-draws ``t`` uniformly from ``1 .. T``; samplers (``generators/samplers.py``) may visit any
+draws ``t`` uniformly from ``1 .. T``; samplers (``samplers.py`` beside this file) may visit any
 decreasing subset of ``T .. 0``, so a model trained with one ``T`` can be sampled in few steps.
 
 Built-in schedules (``SCHEDULES`` registry):

@@ -30,7 +30,7 @@ Built-in samplers (``SAMPLERS`` registry):
 
 Each diffusion sampler uses NFE = ``steps`` model evaluations (``Sampler.nfe``). The same
 registry holds the ODE samplers of flow generators (``euler``, ``midpoint``, ``heun``,
-``dopri5``; ``generators/flow_samplers.py``), marked ``family = "flow"``; :func:`make_sampler`
+``dopri5``; ``generators/families/flow/samplers.py``), marked ``family = "flow"``; :func:`make_sampler`
 refuses them.
 """
 from __future__ import annotations
@@ -64,6 +64,8 @@ class Sampler:
     name = "base"
     family = "diffusion"               # which generator family can drive it
     default_steps: int | None = None   # None: one evaluation per training timestep
+    #: NFE = a * steps + b (``generators.nfe.steps_for_nfe``); None: no fixed NFE
+    nfe_rule: tuple[int, int] | None = (1, 0)
     default_spacing = "uniform"
 
     def __init__(self, schedule: NoiseSchedule, steps: int | None = None, eta: float = 0.0,
@@ -249,4 +251,22 @@ def make_sampler(name: str, schedule: NoiseSchedule, steps: int | None = None,
     return cls(schedule, steps=steps, eta=eta, spacing=spacing)
 
 
-from . import flow_samplers  # noqa: E402,F401  (registers the flow family's ODE samplers)
+
+def probe(cls: type, steps: int = 10, n: int = 4000, seed: int = 0):
+    """Drive sampler class ``cls`` with the exact model of ``N(0, I)`` data in 2-D (the
+    posterior mean ``x0 = alpha_t z_t`` under a VP schedule), as a conformance probe:
+    returns ``(samples [n, 2], nfe reported, steps used)``; the samples should be ``N(0, I)``."""
+    from .schedules import make_schedule
+
+    schedule = make_schedule("polynomial_2", 500)
+    smp = cls(schedule, steps=steps)
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, 2, generator=g, dtype=torch.float64)
+    for t, s in smp.pairs():
+        a = schedule.alpha(torch.tensor([t]), torch.float64).item()
+        sig = schedule.sigma(torch.tensor([t]), torch.float64).item()
+        x0 = a * z
+        eps = (z - a * x0) / max(sig, 1e-12)
+        noise = torch.randn(z.shape, generator=g, dtype=z.dtype) if smp.needs_noise(s) else None
+        z = smp.step(z, t, s, eps=eps, x0=x0, noise=noise)
+    return z, smp.nfe, smp.steps

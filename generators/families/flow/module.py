@@ -1,14 +1,14 @@
 """``FlowGenerator``: flow matching (rectified flow) on any latent — the second family.
 
-It plugs into every space exactly like :class:`~generators.module.DiffusionGenerator`: it
+It plugs into every space exactly like :class:`~generators.families.diffusion.module.DiffusionGenerator`: it
 sees only the :class:`~harness.core.types.LatentSpec` and shares the denoisers, EMA, AdamW,
 normaliser, atom-count prior, latent DataModule, exact resume, weights-only checkpoints,
 conditioning and classifier-free guidance of :class:`~generators.base.LatentGenerator`.
 ``generator.family: flow`` selects it; its knobs are ``generator.flow.*``
-(:class:`~generators.config.FlowConfig`); ``schedule``/``timesteps``/``prediction`` are
-diffusion-only and ignored.
+(:class:`~generators.families.flow.config.FlowConfig`); the ``generator.diffusion`` section
+is ignored.
 
-Training (``generators/flow.py``)
+Training (``objective.py``)
     ``t`` uniform or logit-normal, ``z_t = (1 - t) x0 + t x1`` with masked zero-CoM noise
     ``x0``, L2 loss on the velocity ``x1 - x0`` (or on ``x1``) normalised by the diffused
     dimension. Optional minibatch OT coupling (Kabsch-aligned for coordinates, pairs of equal
@@ -19,7 +19,7 @@ Training (``generators/flow.py``)
     invariant squared distance ``|x1_hat_i - z_i|^2``) and drops the extra outputs, so every
     denoiser works unchanged and equivariance is kept.
 
-Sampling (``generators/flow_samplers.py``)
+Sampling (``samplers.py``)
     ``euler`` (NFE = steps; ``ddim`` is an exact alias), ``midpoint`` (2 steps), ``heun``
     (2 steps - 1), ``dopri5`` (adaptive, reported), from ``t = 0`` to ``1`` on a uniform grid;
     deterministic given the seed (the noise is drawn as for diffusion). Guidance combines the
@@ -33,10 +33,10 @@ import dataclasses
 import torch
 from torch import nn
 
-from . import diffusion as D
-from . import flow as F
-from .base import LatentGenerator
-from .flow_samplers import make_flow_sampler
+from ... import guidance as G
+from ...base import LatentGenerator
+from . import objective as F
+from .samplers import make_flow_sampler
 
 __all__ = ["FlowGenerator", "SelfConditioned"]
 
@@ -66,7 +66,6 @@ class FlowGenerator(LatentGenerator):
     :class:`~generators.base.LatentGenerator`)."""
 
     family = "flow"
-    default_sampler = "euler"
 
     def _setup_family(self) -> None:
         self.fc = self.config.flow
@@ -114,7 +113,7 @@ class FlowGenerator(LatentGenerator):
         keep = None
         if self._ctx_in and ctx is not None:
             keep = torch.rand(B, generator=generator, device=dev) >= self.config.context_dropout
-        ctx_in = D.context_input(ctx, keep, B, x1, self._ctx_in)
+        ctx_in = G.context_input(ctx, keep, B, x1, self._ctx_in)
         x1_prev = None
         if self._sc_extra and bool(torch.rand((), generator=generator, device=dev) < 0.5):
             with torch.no_grad():
@@ -137,10 +136,10 @@ class FlowGenerator(LatentGenerator):
             p2 = None if x1_prev is None else torch.cat([x1_prev, x1_prev])
             both = self._model(net, torch.cat([z, z]), torch.cat([tt, tt]), m2,
                                torch.cat([ctx_c, ctx_u]), p2)
-            out = D.guide(both[:B], both[B:], w)
+            out = G.guide(both[:B], both[B:], w)
         x1 = F.to_x1(pred, out, z, tt)
         if lo_hi is not None:
-            x1 = D.clip_x0(x1, lo_hi, lambda v: self.layout.project(v, mask))
+            x1 = G.clip_x0(x1, lo_hi, lambda v: self.layout.project(v, mask))
             v = F.to_velocity("x1", x1, z, tt)
         else:
             v = F.to_velocity(pred, out, z, tt)
@@ -154,9 +153,9 @@ class FlowGenerator(LatentGenerator):
         ``[B, N, W]``) and flow time ``t`` in [0, 1] (0 = noise), for custom solvers."""
         net = self.ema if (use_ema and self.ema is not None) else self.denoiser
         B = z.shape[0]
-        ctx_c = None if context is None else D.context_input(context.to(z), None, B, z,
+        ctx_c = None if context is None else G.context_input(context.to(z), None, B, z,
                                                              self._ctx_in)
-        ctx_u = D.context_input(None, None, B, z, self._ctx_in)
+        ctx_u = G.context_input(None, None, B, z, self._ctx_in)
         return self._velocity(net, z, t, mask, ctx_c, ctx_u, guidance_scale, None, None)[0]
 
     # -- sampling ---------------------------------------------------------------------------
@@ -171,8 +170,8 @@ class FlowGenerator(LatentGenerator):
         lay, dev = self.layout, self.device
         B = shape[0]
         z = lay.noise(shape, mask, g, dev)
-        ctx_c = D.context_input(ctx, None, B, z, self._ctx_in) if ctx is not None else None
-        ctx_u = D.context_input(None, None, B, z, self._ctx_in)
+        ctx_c = G.context_input(ctx, None, B, z, self._ctx_in) if ctx is not None else None
+        ctx_u = G.context_input(None, None, B, z, self._ctx_in)
         state = {"x1": None}
 
         def velocity(zz: torch.Tensor, t: float) -> torch.Tensor:
