@@ -3,6 +3,7 @@ this package (every module beside it but ``base`` and ``_private`` helpers).
 
 * ``mlp`` (``mlp.py``) — residual MLP for vector latents.
 * ``egnn`` (``egnn.py``) — dense fully connected EGNN (EDM's layout), E(3)-equivariant.
+* ``egnn_edm`` (``egnn_edm.py``) — ``egnn`` with EDM's released QM9 settings as defaults.
 * ``e3nn`` (``e3nn_net.py``) — tensor-product network built with e3nn, SE(3)-equivariant.
 
 The calling conventions are documented in ``base.py``.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from harness.core.nn import DenseEGNN
+from harness.core.nn import DenseEGNN, remove_mean
 from harness.core.registry import DENOISERS
 from harness.core.types import LatentSpec
 
@@ -19,20 +19,32 @@ from .base import Denoiser
 @DENOISERS.register("egnn")
 class EGNNDenoiser(Denoiser):
     """E(3)-equivariant denoiser; hyperparameters as :class:`harness.core.nn.DenseEGNN`
-    (defaults: EDM's QM9 model, 9 blocks x 256 hidden, 2 GCLs per block)."""
+    (defaults: EDM's QM9 model, 9 blocks x 256 hidden, 2 GCLs per block).
+
+    ``zero_mean_velocity``: project ``out_x`` onto the zero centre-of-mass subspace of the
+    real atoms inside the network (EDM's dynamics does; generators project every output
+    anyway, so it only matters when the network is called on its own). ``agg_norm`` is
+    EDM's ``normalization_factor`` (aggregation ``sum``), ``sublayers`` its
+    ``inv_sublayers``; ``coords_range_split`` and ``sin_embedding`` as in ``DenseEGNN``
+    (``egnn_edm`` sets EDM's values)."""
 
     kinds = ("per_atom",)
 
     def __init__(self, spec: LatentSpec, context_dim: int = 0, hidden: int = 256,
                  layers: int = 9, sublayers: int = 2, attention: bool = True,
                  tanh: bool = True, coords_range: float = 15.0, norm_constant: float = 1.0,
-                 agg_norm: float = 1.0, group_size: int = 8, checkpoint: bool = False):
+                 agg_norm: float = 1.0, group_size: int = 8, checkpoint: bool = False,
+                 coords_range_split: bool = True, sin_embedding: bool = False,
+                 zero_mean_velocity: bool = False):
         super().__init__(spec, context_dim)
+        self.zero_mean_velocity = bool(zero_mean_velocity)
         self.net = DenseEGNN(spec.width + 1 + context_dim, spec.width, hidden=hidden,
                              layers=layers, sublayers=sublayers, coords=spec.has_coords,
                              attention=attention, tanh=tanh, coords_range=coords_range,
                              norm_constant=norm_constant, agg_norm=agg_norm,
-                             group_size=group_size, checkpoint=checkpoint)
+                             group_size=group_size, checkpoint=checkpoint,
+                             coords_range_split=coords_range_split,
+                             sin_embedding=sin_embedding)
 
     def forward(self, h: torch.Tensor, x: torch.Tensor | None, mask: torch.Tensor,
                 t: torch.Tensor, context: torch.Tensor | None = None):
@@ -48,5 +60,8 @@ class EGNNDenoiser(Denoiser):
             parts.append(context.to(h.dtype)[:, None, :].expand(B, N, self.context_dim))
         node = torch.cat(parts, dim=-1) * mask.to(h.dtype)[..., None]
         out_h, x_out = self.net(node, x if self.spec.has_coords else None, mask)
-        out_x = None if x_out is None else (x_out - x) * mask.to(x.dtype)[..., None]
-        return out_h, out_x
+        if x_out is None:
+            return out_h, None
+        if self.zero_mean_velocity:
+            return out_h, remove_mean(x_out - x, mask)
+        return out_h, (x_out - x) * mask.to(x.dtype)[..., None]

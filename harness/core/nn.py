@@ -19,6 +19,7 @@ encoder/decoder. Both import it from here (spaces never import generators).
 from __future__ import annotations
 
 import ctypes
+import math
 import sys
 
 import torch
@@ -27,7 +28,7 @@ import torch.utils.checkpoint
 from torch import nn
 
 __all__ = ["DenseEGNN", "PairLinear", "pair_geometry", "remove_mean", "masked_mean",
-           "tune_cpu_allocator"]
+           "tune_cpu_allocator", "distance_sinusoids"]
 
 _ALLOCATOR_TUNED = False
 
@@ -82,6 +83,27 @@ def pair_geometry(x: torch.Tensor, norm_constant: float = 1.0):
     sq_dist = (diff * diff).sum(-1)
     unit_diff = diff / (torch.sqrt(sq_dist + 1e-8) + norm_constant)[..., None]
     return sq_dist, unit_diff
+
+
+def distance_sinusoids(sq_dist: torch.Tensor, max_res: float = 15.0, min_res: float = 15.0 / 2000.0,
+                       div_factor: float = 4.0) -> torch.Tensor:
+    """Sinusoidal features of a distance (EDM's optional ``sin_embedding``).
+
+    ``sq_dist: [...]`` squared distances (Angstrom^2 in the diffused units) -> ``[..., 2K]``:
+    ``sin(w_k d)`` then ``cos(w_k d)`` with ``d = sqrt(sq_dist + 1e-8)`` and frequencies
+    ``w_k = 2 pi div_factor^k / max_res``, ``k = 0 .. K-1``,
+    ``K = floor(log_{div_factor}(max_res / min_res)) + 1`` (12 features for the defaults).
+    Not differentiated (EDM detaches it).
+    """
+    k = int(math.log(max_res / min_res, div_factor)) + 1
+    freqs = 2 * math.pi * div_factor ** torch.arange(k, device=sq_dist.device,
+                                                     dtype=sq_dist.dtype) / max_res
+    arg = torch.sqrt(sq_dist.detach() + 1e-8)[..., None] * freqs
+    return torch.cat([torch.sin(arg), torch.cos(arg)], dim=-1)
+
+
+#: width of :func:`distance_sinusoids` with its default arguments
+SIN_FEATURES = 2 * (int(math.log(2000.0, 4.0)) + 1)
 
 
 class PairLinear(nn.Module):
@@ -187,8 +209,9 @@ class _Block(nn.Module):
     block start (with coordinates), then the network-level features ``edge0``."""
 
     def __init__(self, hidden, edge_dim, sublayers, attention, coords_range, tanh, agg_norm,
-                 norm_constant, coords):
+                 norm_constant, coords, sin_embedding=False):
         super().__init__()
+        self.sin_embedding = sin_embedding
         self.gcls = nn.ModuleList(_GCL(hidden, edge_dim, attention, agg_norm)
                                   for _ in range(sublayers))
         self.coord = (_CoordUpdate(hidden, edge_dim, coords_range, tanh, agg_norm)
@@ -199,7 +222,8 @@ class _Block(nn.Module):
         """``edge0: [B, N, N, E0 + 1]`` network-level pair features with the ones column."""
         if self.coord is not None:
             sq_dist, unit_diff = pair_geometry(x, self.norm_constant)
-            edge1 = torch.cat([sq_dist[..., None], edge0], dim=-1)
+            d = distance_sinusoids(sq_dist) if self.sin_embedding else sq_dist[..., None]
+            edge1 = torch.cat([d, edge0], dim=-1)
         else:
             edge1 = edge0
         for gcl in self.gcls:
@@ -237,6 +261,12 @@ class DenseEGNN(nn.Module):
         checkpoint: recompute each block's activations in the backward pass instead of
             storing them (``torch.utils.checkpoint``): training memory drops by about the
             number of blocks for ~1/3 more compute. For large molecules.
+        coords_range_split: each block's coordinate update is bounded by
+            ``coords_range / layers`` (True, the default) or by ``coords_range`` itself
+            (False: what EDM's released code does -- its ``EGNN`` computes the split range but
+            hands every block the full one).
+        sin_embedding: replace every squared-distance pair feature (block start and network
+            input) by :func:`distance_sinusoids` of the distance (EDM's ``sin_embedding``).
     """
 
     def __init__(self, in_dim: int, out_dim: int, hidden: int = 256, layers: int = 9,
@@ -244,7 +274,8 @@ class DenseEGNN(nn.Module):
                  attention: bool = True, tanh: bool = True, coords_range: float = 15.0,
                  norm_constant: float = 1.0, agg_norm: float = 1.0,
                  input_distances: bool = True, group_size: int = 8,
-                 checkpoint: bool = False):
+                 checkpoint: bool = False, coords_range_split: bool = True,
+                 sin_embedding: bool = False):
         super().__init__()
         if min(in_dim, out_dim, hidden, layers) < 1 or sublayers < 0 or edge_dim < 0:
             raise ValueError(f"DenseEGNN: bad sizes in_dim={in_dim} out_dim={out_dim} "
@@ -258,10 +289,13 @@ class DenseEGNN(nn.Module):
         self.group_size = int(group_size)
         self.checkpoint = bool(checkpoint)
         self.embedding = nn.Linear(in_dim, hidden)
-        pair_dim = int(coords) + int(self.input_distances) + edge_dim
+        self.sin_embedding = bool(sin_embedding and coords)
+        per_distance = SIN_FEATURES if self.sin_embedding else 1
+        pair_dim = (int(coords) + int(self.input_distances)) * per_distance + edge_dim
+        block_range = coords_range / layers if coords_range_split else coords_range
         self.blocks = nn.ModuleList(
-            _Block(hidden, pair_dim, sublayers, attention, coords_range / layers, tanh,
-                   agg_norm, norm_constant, coords) for _ in range(layers))
+            _Block(hidden, pair_dim, sublayers, attention, block_range, tanh,
+                   agg_norm, norm_constant, coords, self.sin_embedding) for _ in range(layers))
         self.embedding_out = nn.Linear(hidden, out_dim)
 
     def forward(self, h: torch.Tensor, x: torch.Tensor | None, mask: torch.Tensor,
@@ -316,7 +350,8 @@ class DenseEGNN(nn.Module):
         pair_mask = ((mask[:, :, None] & mask[:, None, :]) & ~eye).to(h.dtype)   # [B, N, N]
         parts = []
         if self.input_distances:
-            parts.append(pair_geometry(x)[0][..., None])
+            sq = pair_geometry(x)[0]
+            parts.append(distance_sinusoids(sq) if self.sin_embedding else sq[..., None])
         if edge_attr is not None:
             parts.append(edge_attr.to(h.dtype))
         parts.append(h.new_ones(B, N, N, 1))

@@ -27,6 +27,7 @@ import torch
 
 from ... import guidance as G
 from ...base import LatentGenerator, spec_from_dict, spec_to_dict
+from . import edm_objective as E
 from . import targets as D
 from .samplers import make_sampler
 from .schedules import make_schedule
@@ -65,6 +66,41 @@ class DiffusionGenerator(LatentGenerator):
         return self.layout.mse(out, target, mask)
 
     loss = diffusion_loss
+
+    # -- EDM's objectives (edm_objective.py), for calibration against EDM -------------------
+    def _eps_fn(self, net, mask, ctx=None):
+        return lambda z, t: self._model(net, z, t, mask, ctx)
+
+    def edm_l2_loss(self, net, z0: torch.Tensor, mask: torch.Tensor, t: torch.Tensor,
+                    eps: torch.Tensor, include_charges: bool = True,
+                    norm_values=E.EDM_NORM_VALUES) -> torch.Tensor:
+        """``[B]`` EDM's ``l2`` training loss of ``net`` (eps-prediction) on clean
+        normalised per-atom latents ``z0 [B, N, F + 3]`` at timesteps ``t [B]`` in ``0..T``
+        with noise ``eps`` (:func:`edm_objective.edm_l2_loss`)."""
+        if self.config.diffusion.prediction != "eps":
+            raise ValueError("EDM's objectives are defined for eps prediction")
+        return E.edm_l2_loss(self._eps_fn(net, mask), z0, mask, t, eps, self.schedule,
+                             include_charges, norm_values)
+
+    @torch.no_grad()
+    def edm_nll(self, z0: torch.Tensor, mask: torch.Tensor, seed: int = 0,
+                include_charges: bool = True, norm_values=E.EDM_NORM_VALUES,
+                use_ema: bool = True) -> dict[str, torch.Tensor]:
+        """EDM's NLL estimate (nats per molecule, incl. ``- log p(N)`` from the atom-count
+        prior) of clean normalised latents ``z0 [B, N, F + 3]``, ``mask [B, N]``: one
+        ``t ~ U{1..T}`` and two noise draws per molecule from ``seed``
+        (:func:`edm_objective.edm_vlb`; its dict of terms)."""
+        if self.config.diffusion.prediction != "eps":
+            raise ValueError("EDM's objectives are defined for eps prediction")
+        net = self.ema if (use_ema and self.ema is not None) else self.denoiser
+        g = torch.Generator(device=z0.device).manual_seed(seed)
+        B = z0.shape[0]
+        t = torch.randint(1, self.schedule.T + 1, (B,), generator=g, device=z0.device)
+        eps = self.layout.noise(tuple(z0.shape), mask, g, z0.device, z0.dtype)
+        eps_0 = self.layout.noise(tuple(z0.shape), mask, g, z0.device, z0.dtype)
+        log_pn = E.log_p_n(self.prior.hist, mask.sum(1)) if self.prior.fitted else None
+        return E.edm_vlb(self._eps_fn(net, mask), z0, mask, t, eps, eps_0, self.schedule,
+                         include_charges, norm_values, log_pn)
 
     def _predict(self, net, z, tt, mask, ctx_c, ctx_u, w, lo_hi):
         """``(eps, x0)`` with guidance and optional clipping of ``x0``."""
@@ -120,7 +156,10 @@ class DiffusionGenerator(LatentGenerator):
             eps, x0 = self._predict(net, z, tt, mask, ctx_c, ctx_u, w, lo_hi)
             nfe += 1
             noise = lay.noise(shape, mask, g, dev) if smp.needs_noise(s) else None
-            z = lay.project(smp.step(z, t, s, eps=eps, x0=x0, noise=noise), mask)
+            z_new = lay.project(smp.step(z, t, s, eps=eps, x0=x0, noise=noise), mask)
+            if t == s == 0 and getattr(smp, "final_keeps_features", False) and lay.coords:
+                z_new = lay.pack(lay.split(z)[0], lay.split(z_new)[1])  # EDM's p(x | z_0)
+            z = z_new
             if bar is not None:
                 bar.update(1)
         return z, nfe

@@ -27,9 +27,11 @@ Built-in samplers (``SAMPLERS`` registry):
 * ``ddim`` — Song et al. (2021); ``eta = 0`` is deterministic, ``eta = 1`` equals ``ddpm``.
 * ``dpm_solver++`` — DPM-Solver++(2M) (Lu et al., 2022), a second-order multistep solver of
   the probability-flow ODE in data-prediction form; deterministic, good in 10-25 steps.
+* ``edm`` — EDM's ancestral sampler in its gamma form, every step stochastic down to
+  ``z_0``, then EDM's final ``p(x | z_0)`` step (one more evaluation: NFE = steps + 1).
 
-Each diffusion sampler uses NFE = ``steps`` model evaluations (``Sampler.nfe``). The same
-registry holds the ODE samplers of flow generators (``euler``, ``midpoint``, ``heun``,
+Each diffusion sampler uses NFE = ``steps`` model evaluations (``Sampler.nfe``; ``edm``:
+``steps + 1``). The same registry holds the ODE samplers of flow generators (``euler``, ``midpoint``, ``heun``,
 ``dopri5``; ``generators/families/flow/samplers.py``), marked ``family = "flow"``; :func:`make_sampler`
 refuses them.
 """
@@ -43,7 +45,8 @@ from harness.core.registry import SAMPLERS
 
 from .schedules import NoiseSchedule
 
-__all__ = ["Sampler", "DDPMSampler", "DDIMSampler", "DPMSolverPP2MSampler", "make_sampler",
+__all__ = ["Sampler", "DDPMSampler", "DDIMSampler", "DPMSolverPP2MSampler",
+           "EDMAncestralSampler", "make_sampler",
            "spaced_timesteps", "SPACINGS"]
 
 
@@ -236,6 +239,55 @@ class DPMSolverPP2MSampler(Sampler):
             d = (1 + 0.5 / r) * x0 - (0.5 / r) * x0_prev
         self._prev = (x0, h)
         return ratio * z - a_s * math.expm1(-h) * d
+
+
+@SAMPLERS.register("edm")
+class EDMAncestralSampler(Sampler):
+    """EDM's sampler (Hoogeboom et al., 2022): ancestral steps ``z_s ~ p(z_s | z_t)`` written
+    in EDM's gamma form, ``mu = z_t / alpha_{t|s} - sigma_{t|s}^2 / (alpha_{t|s} sigma_t) eps``,
+    ``std = sigma_{t|s} sigma_s / sigma_t`` (``sigma_{t|s}^2 = -expm1(softplus(gamma_s) -
+    softplus(gamma_t))``), with noise on every step down to ``s = 0``; then one more
+    evaluation at ``t = 0`` for EDM's ``p(x | z_0)``: ``x0_hat + (sigma_0 / alpha_0) noise``.
+    The final pair is ``(0, 0)``; a generator that knows its layout keeps ``z_0``'s feature
+    columns there (EDM reads atom types and charges from ``z_0``, coordinates from
+    ``p(x | z_0)``). NFE = ``steps + 1``; default ``steps = T`` (EDM's)."""
+
+    name = "edm"
+    nfe_rule = (1, 1)
+    #: the (0, 0) pair samples p(x | z_0); feature columns stay those of z_0
+    final_keeps_features = True
+
+    def __init__(self, schedule: NoiseSchedule, steps: int | None = None, eta: float = 0.0,
+                 spacing: str | None = None):
+        if eta != 0:
+            raise ValueError("edm has no eta")
+        super().__init__(schedule, steps, 0.0, spacing)
+        ac = schedule.alphas_cumprod
+        self._g = (torch.log1p(-ac) - torch.log(ac)).tolist()          # gamma, float64
+
+    @property
+    def nfe(self) -> int:
+        return self.steps + 1
+
+    def pairs(self) -> list[tuple[int, int]]:
+        return super().pairs() + [(0, 0)]
+
+    def needs_noise(self, s: int) -> bool:
+        return True
+
+    def step(self, z, t, s, *, eps, x0, noise=None):
+        if noise is None:
+            raise ValueError("edm needs fresh noise for every step")
+        if t == s == 0:
+            return x0 + math.exp(0.5 * self._g[0]) * noise
+        g_t, g_s = self._g[t], self._g[s]
+        sp = lambda v: max(v, 0.0) + math.log1p(math.exp(-abs(v)))   # softplus
+        lsig = lambda v: -sp(-v)                                      # log sigmoid
+        var_ts = -math.expm1(sp(g_s) - sp(g_t))
+        a_ts = math.exp(0.5 * (lsig(-g_t) - lsig(-g_s)))
+        sig_t, sig_s = math.exp(0.5 * lsig(g_t)), math.exp(0.5 * lsig(g_s))
+        mu = z / a_ts - (var_ts / a_ts / sig_t) * eps
+        return mu + (math.sqrt(var_ts) * sig_s / sig_t) * noise
 
 
 def make_sampler(name: str, schedule: NoiseSchedule, steps: int | None = None,
