@@ -68,7 +68,7 @@ def test_every_listed_difference_still_exists():
     assert not stale, f"listed as on purpose but no longer different: {stale}"
 
 
-@pytest.mark.parametrize("family", ["diffusion", "flow"])
+@pytest.mark.parametrize("family", sorted(FAMILIES.names()))   # every registered family
 def test_study_sampling_defaults_are_each_familys_declared_ones(family):
     fam, s = FAMILIES.get(family), SamplingConfig()
     assert fam.resolve_sampler(s.sampler) == fam.resolve_sampler(None)
