@@ -2,20 +2,15 @@
 (:func:`harness.importers.edm.import_edm`); then ``l3dg sample RUN --space raw`` and
 ``l3dg eval`` work on it as on a run the harness trained.
 
-Wiring (the CLI's parser module): ``from harness.importers.cli import add_parser`` next to
-the other ``add_parser`` calls, and import this module so ``@command("import")`` registers
-:func:`cmd_import`.
+Wiring, in the ``cli`` room (importers sit below it and do not import it, see
+``tests/test_architecture.py`` ROOMS): call :func:`add_parser` beside the other sub-parsers
+and register the command, ``command("import")(cmd_import)``.
 """
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
-
-try:
-    from harness.cli.registry import command
-except ImportError:                      # before the CLI package split
-    from harness.cli_registry import command
 
 __all__ = ["add_parser", "cmd_import"]
 
@@ -37,8 +32,8 @@ def add_parser(sub) -> None:
                                       "(default: two folders above the source)")
 
 
-@command("import")
 def cmd_import(args: argparse.Namespace) -> int:
+    """``l3dg import FORMAT SOURCE``: write the run directory; exit code 0."""
     from harness.importers.edm import import_edm
 
     source = Path(args.source)
