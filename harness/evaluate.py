@@ -207,14 +207,14 @@ def _reference_row(row_source: str, suite: str, reference_ds: Any, n: int | None
     return row
 
 
-def evaluate_source(source: str, suite: str = "qm9/v1", reference: str | None = "qm9:train",
+def evaluate_source(source: str, suite: str = "qm9/v2", reference: str | None = "qm9:train",
                     out: Path | str | None = None, limit: int | None = None,
                     progress: bool = True, reference_row: str | None = "auto") -> dict[str, Any]:
     """Score a file of molecules or a dataset split with a suite.
 
     Args:
         source: SDF/XYZ path (file or folder) or dataset split (``qm9:test``).
-        suite: suite name (``qm9/v1``, ``edm/v1``, ...).
+        suite: suite name (``qm9/v2``, ``edm/v1``, ...).
         reference: dataset split the reference statistics come from (training SMILES for
             novelty, distributions, FCD); None for none (those metrics are NaN).
         out: JSON path (written atomically).

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 import logging
 import math
 import os
@@ -111,7 +110,7 @@ def trial_config(trial, base: StudyConfig, root: Path) -> tuple[StudyConfig, str
 
 
 def objective_values(values: dict[str, float], seconds: float, objective: str):
-    from harness.report import quality
+    from harness.report.write import quality
 
     q = quality(values)
     q = 0.0 if math.isnan(q) else q
@@ -130,14 +129,15 @@ class Objective:
         import optuna
 
         from harness.core.io import read_json
-        from harness.study import SpaceState, Study, StudyInterrupted
+        from harness.study.runner import SpaceState, Study, StudyInterrupted
         from metrics import latent
 
         config, space = trial_config(trial, self.base, self.root)
         study = Study(config)
         study.root.mkdir(parents=True, exist_ok=True)
-        from harness.core.io import atomic_write_text
         import yaml
+
+        from harness.core.io import atomic_write_text
 
         atomic_write_text(study.root / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
         t0 = time.perf_counter()

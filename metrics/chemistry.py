@@ -11,7 +11,8 @@ PoseBusters checks and the Fréchet ChemNet Distance.
   median energy drop when that conformer is MMFF-relaxed (``Minimize(maxIts)``);
   ``chem.mmff_typed``: fraction of the tried molecules MMFF can type. Medians, because a
   few clashing samples have astronomically high energies (means are in the metadata).
-  MMFF runs on the first ``mmff_max_molecules`` valid molecules.
+  MMFF runs on the first ``mmff_max_molecules`` valid molecules (``subset: random``: a
+  seeded random subset of them, as every capped member of the v2 suites).
 
 ``posebusters``: fraction of the first ``max_molecules`` samples (valid or not) passing every
 check of PoseBusters' ``mol_fast`` configuration; a NaN check counts as a failure, and so
@@ -34,7 +35,7 @@ from rdkit import Chem
 from harness.core.registry import METRICS
 from metrics.base import Metric, nan, quiet_rdkit, ratio
 from metrics.rdkit_profile import canonical_smiles_of_valid, profile_molecule, rdkit_analysis
-from metrics.samples import Samples
+from metrics.samples import Samples, cap_indices
 
 _SASCORER = None
 
@@ -131,7 +132,7 @@ class ChemistryMetric(Metric):
                "chem.mmff_energy_per_atom": False, "chem.mmff_strain": False,
                "chem.mmff_typed": True}
     defaults = {"max_molecules": None, "mmff_max_molecules": 500, "mmff_max_iters": 2000,
-                "workers": None}
+                "workers": None, "subset": "first", "subset_seed": 0}
     description = "QED, SA (RDKit Contrib), Crippen logP; MMFF94 energy/atom and relaxation strain"
 
     def compute(self, samples: Samples, reference: Any | None, space: Any | None = None):
@@ -139,14 +140,17 @@ class ChemistryMetric(Metric):
 
         res = rdkit_analysis(samples, self.options["workers"])
         valid = np.flatnonzero(res["valid"])
-        if self.options["max_molecules"] is not None:
-            valid = valid[: self.options["max_molecules"]]
+        mode, seed = self.options["subset"], self.options["subset_seed"]
+        keep = cap_indices(len(valid), self.options["max_molecules"], mode, seed)
+        valid = valid if keep is None else valid[keep]
         mmff_cap = self.options["mmff_max_molecules"]
+        mmff_pick = cap_indices(len(valid), mmff_cap, mode, seed + 1)
+        mmff_ranks = set(range(len(valid)) if mmff_pick is None else mmff_pick.tolist())
         resolved = samples.resolved_bonds()
         jobs = []
         for rank, k in enumerate(valid.tolist()):
             atoms = samples.atoms(k)
-            do_mmff = mmff_cap is None or rank < mmff_cap
+            do_mmff = rank in mmff_ranks
             jobs.append((samples.numbers[atoms], resolved.of(k), resolved.charges[atoms],
                          samples.pos[atoms] if do_mmff else None, do_mmff,
                          self.options["mmff_max_iters"]))
@@ -171,6 +175,8 @@ class ChemistryMetric(Metric):
             "mmff_energy_per_atom_mean": _mean(per_atom), "mmff_strain_mean": _mean(strain),
             "mmff_non_finite": int(sum(1 for v in per_atom if not math.isfinite(v))),
             "aggregation": "qed/sa/logp: mean; mmff: median over typed molecules",
+            "subset": {"rule": mode, "seed": seed, "valid": int(res["valid"].sum()),
+                       "descriptors_on": len(valid), "mmff_on": len(mmff_ranks)},
         }
         return values, meta
 
@@ -184,14 +190,15 @@ class PoseBustersMetric(Metric):
     version = 1
     needs = frozenset({"coords", "bonds"})
     outputs = {"pb.pass_rate": True}
-    defaults = {"max_molecules": 100, "config": "mol_fast"}
+    defaults = {"max_molecules": 100, "config": "mol_fast", "subset": "first", "subset_seed": 0}
     description = "PoseBusters all-checks pass rate (NaN = fail)"
 
     def compute(self, samples: Samples, reference: Any | None, space: Any | None = None):
         import pandas as pd
         from posebusters import PoseBusters
 
-        subset = samples.head(self.options["max_molecules"])
+        subset, subset_meta = samples.capped(self.options["max_molecules"], self.options["subset"],
+                                             self.options["subset_seed"])
         resolved = subset.resolved_bonds()
         analysis = rdkit_analysis(subset)
         mols, index = [], []
@@ -230,7 +237,7 @@ class PoseBustersMetric(Metric):
             "bond_source": subset.bond_source_summary()["label"],
             "config": self.options["config"], "check_pass_rates": check_rates,
             "perception_failed": int((resolved.status == "failed").sum()),
-            "rdkit_valid": int(analysis["valid"].sum()),
+            "rdkit_valid": int(analysis["valid"].sum()), "subset": subset_meta,
         }
         return {"pb.pass_rate": ratio(int(passed.sum()), len(subset))}, meta
 
@@ -254,7 +261,8 @@ class FcdMetric(Metric):
     version = 1
     needs = frozenset({"coords", "bonds", "reference"})
     outputs = {"fcd": False}
-    defaults = {"max_molecules": 1000, "reference_size": 10000, "seed": 0}
+    defaults = {"max_molecules": 1000, "reference_size": 10000, "seed": 0, "subset": "first",
+                "subset_seed": 0}
     reference_options = ("reference_size", "seed")
     description = "Fréchet ChemNet Distance on canonical SMILES (fcd package)"
 
@@ -264,9 +272,13 @@ class FcdMetric(Metric):
         import fcd
 
         smiles = [s for s in rdkit_analysis(samples)["smiles"] if s is not None]
-        if self.options["max_molecules"] is not None:
-            smiles = smiles[: self.options["max_molecules"]]
+        keep = cap_indices(len(smiles), self.options["max_molecules"], self.options["subset"],
+                           self.options["subset_seed"])
+        of = len(smiles)
+        smiles = smiles if keep is None else [smiles[i] for i in keep]
         meta = {"molecules": len(smiles), "reference_molecules": reference["molecules"],
+                "subset": {"rule": "all" if keep is None else self.options["subset"],
+                           "size": len(smiles), "of_valid": of, "seed": self.options["subset_seed"]},
                 "bond_source": samples.bond_source_summary()["label"]}
         if len(smiles) < 2:
             meta["note"] = "fewer than 2 valid samples"

@@ -102,13 +102,14 @@ class LatentMetric(Metric):
         DOF: False, EFFECTIVE_DIM: False, EFFECTIVE_DIM_PER_ATOM: False,
     }
     defaults = {"max_molecules": 1000, "batch_size": 256, "symmetry_molecules": 256,
-                "symmetric_rmsd_max": 200, "variance": 0.95, "seed": 0}
+                "symmetric_rmsd_max": 200, "variance": 0.95, "seed": 0, "subset": "first"}
     description = "reconstruction, symmetry error and dimensionality of a space's latent"
 
     def compute(self, samples: Samples, reference: Any | None, space: Any | None = None):
         if space is None:
             raise MetricError("latent diagnostics need a space (score_molecules(..., space=...))")
-        samples = samples.head(self.options["max_molecules"])
+        samples, _ = samples.capped(self.options["max_molecules"], self.options["subset"],
+                                    self.options["seed"])
         batch = samples_to_batch(samples, tuple(space.elements))
         device = getattr(space, "device", None)
         if device is not None:          # spaces with weights on an accelerator

@@ -291,6 +291,18 @@ class Samples(Molecules):
                        bonds_known=self.bonds_known[index], bond_mode=self.bond_mode,
                        bond_origin=self.bond_origin, names=[self.names[i] for i in index])
 
+    def capped(self, n: int | None, subset: str = "first", seed: int = 0) -> tuple["Samples", dict]:
+        """At most ``n`` molecules and how they were chosen: the first ``n`` (``first``, the
+        rule of the v1 suites) or a seeded random subset kept in file order (``random``: a
+        file sorted by size is not scored on its extremes). Returns the subset and its
+        metadata (``{"subset": ..., "size": ..., "of": ..., "seed": ...}``)."""
+        index = cap_indices(len(self), n, subset, seed)
+        meta = {"subset": subset if index is not None else "all", "size": len(self) if index is None
+                else len(index), "of": len(self)}
+        if index is not None and subset == "random":
+            meta["seed"] = int(seed)
+        return (self if index is None else self.take(index)), meta
+
     def head(self, n: int | None) -> "Samples":
         """The first ``n`` molecules (self when n is None or covers everything)."""
         if n is None or n >= len(self):
@@ -429,3 +441,16 @@ def _perceive_chunk(jobs: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[tuple
         except Exception as err:  # RDKit chemistry errors of odd geometries
             out.append((None, None, f"bond perception failed ({type(err).__name__}: {err})"))
     return out
+
+
+def cap_indices(total: int, n: int | None, subset: str = "first", seed: int = 0) -> np.ndarray | None:
+    """Indices of at most ``n`` of ``total`` items (None: all of them): the first ``n``, or
+    ``n`` drawn by a seeded permutation and sorted (``random``)."""
+    if subset not in ("first", "random"):
+        raise ValueError(f"subset must be 'first' or 'random', got {subset!r}")
+    if n is None or n >= total:
+        return None
+    if subset == "first":
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).permutation(total)[:n])
+

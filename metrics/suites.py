@@ -133,6 +133,19 @@ define_suite("qm9/v1-full", [
     ("posebusters", 1, {"max_molecules": None}),
     ("fcd", 1, {"max_molecules": None, "reference_size": 100000}),
 ], "qm9/v1 with no sample caps")
+# v2: every capped member scores a seeded random subset (``subset: random``), so a file sorted
+# by size is not scored on its extremes; the subset's rule, size and seed are in the metadata
+_RANDOM = {"subset": "random", "subset_seed": 0}
+define_suite("qm9/v2", [
+    _EDM, _RDKIT, _DIST,
+    ("chemistry", 1, {"mmff_max_molecules": 200, **_RANDOM}),
+    ("posebusters", 1, {"max_molecules": 100, **_RANDOM}),
+    ("fcd", 1, {"max_molecules": 1000, "reference_size": 10000, **_RANDOM}),
+], "qm9/v1 with capped members scored on seeded random subsets (l3dg eval's default)")
+define_suite("qm9/v3-core", [
+    _EDM, _RDKIT, _DIST, ("chemistry", 1, {"mmff_max_molecules": 0}),
+    ("fcd", 1, {"max_molecules": 1000, "reference_size": 10000, **_RANDOM}),
+], "qm9/v2-core with FCD on a seeded random subset beyond 1,000 valid samples")
 _XTB = ("xtb", 1, {"max_molecules": 200, "reference_size": 200})
 define_suite("xtb/v1", [_XTB],
              "GFN2-xTB (tblite) energy, relaxation ΔE / RMSD and energy distances (<= 200 samples)")

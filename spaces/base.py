@@ -92,6 +92,13 @@ class Space(abc.ABC):
         self.options = dict(options)
         self.fit_stats: dict[str, Any] = {}
 
+    @staticmethod
+    def options_from(local_vars: dict[str, Any]) -> dict[str, Any]:
+        """A subclass constructor's keyword options from its ``locals()`` taken first thing
+        (``super().__init__(elements, **self.options_from(locals()))``): every parameter but
+        ``self`` and ``elements``, in signature order, so none is listed twice."""
+        return {k: v for k, v in local_vars.items() if k not in ("self", "elements", "__class__")}
+
     # -- the interface ----------------------------------------------------------------------
     @property
     @abc.abstractmethod

@@ -102,9 +102,7 @@ class FlatSpace(Space):
     def __init__(self, elements: Sequence[str], width: int = 128, max_atoms: int | None = 29,
                  hidden: int = 512, layers: int = 2, epochs: int = 40, batch_size: int = 64,
                  lr: float = 1e-3, seed: int = 0, gssl_weight: float = 0.0):
-        super().__init__(elements, width=width, max_atoms=max_atoms, hidden=hidden, layers=layers,
-                         epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                         gssl_weight=gssl_weight)
+        super().__init__(elements, **self.options_from(locals()))
         self._build()
 
     def _build(self) -> None:

@@ -122,15 +122,7 @@ class InvariantSpace(Space):
                  stereo_candidates: int = 4, relax: bool = False, max_val: int = 500,
                  seed: int = 0, gssl_weight: float = 0.0, max_batch_pairs: int | None = None,
                  checkpoint: bool = False):
-        options = dict(topo_width=topo_width, geo_width=geo_width, topo_hidden=topo_hidden,
-                       topo_layers=topo_layers, geo_hidden=geo_hidden, geo_layers=geo_layers,
-                       geo_encoder=geo_encoder, epochs_topo=epochs_topo, epochs_geo=epochs_geo,
-                       batch_size=batch_size, lr=lr, geo_lr=geo_lr, bond_weight=bond_weight,
-                       distance_weight=distance_weight,
-                       uniformity_weight=uniformity_weight, latent_noise=latent_noise,
-                       max_selfies_len=max_selfies_len, stereo_candidates=stereo_candidates,
-                       relax=relax, max_val=max_val, seed=seed, gssl_weight=gssl_weight,
-                       max_batch_pairs=max_batch_pairs, checkpoint=checkpoint)
+        options = self.options_from(locals())
         super().__init__(elements, **options)
         if min(topo_width, geo_width, topo_hidden, topo_layers, geo_hidden, geo_layers) < 1:
             raise ValueError(f"invariant: widths, hidden sizes and layers must be >= 1 ({options})")

@@ -115,10 +115,7 @@ class PerAtomSpace(Space):
                  latent_noise: float = 0.05, kl_weight: float = 0.01, seed: int = 0,
                  gssl_weight: float = 0.0, max_batch_pairs: int | None = None,
                  checkpoint: bool = False):
-        super().__init__(elements, k=k, hidden=hidden, layers=layers, epochs=epochs,
-                         batch_size=batch_size, lr=lr, latent_noise=latent_noise,
-                         kl_weight=kl_weight, seed=seed, gssl_weight=gssl_weight,
-                         max_batch_pairs=max_batch_pairs, checkpoint=checkpoint)
+        super().__init__(elements, **self.options_from(locals()))
         torch.manual_seed(seed)
         self.net = PerAtomAutoencoder(len(self.elements), k, hidden, layers, latent_noise, kl_weight,
                                       gssl_weight, checkpoint)

@@ -35,8 +35,7 @@ class RawSpace(Space):
 
     def __init__(self, elements: Sequence[str], type_scale: float = 0.25, coord_scale: float = 1.0,
                  include_charge: bool = False, charge_scale: float = 0.1):
-        super().__init__(elements, type_scale=type_scale, coord_scale=coord_scale,
-                         include_charge=include_charge, charge_scale=charge_scale)
+        super().__init__(elements, **self.options_from(locals()))
         self.type_scale, self.coord_scale = type_scale, coord_scale
         self.include_charge, self.charge_scale = include_charge, charge_scale
         self.n_types = len(self.elements)

@@ -23,7 +23,7 @@ def main(audit: Path, stop_after: str, overrides: list[str]) -> int:
     import torch
 
     torch.set_num_threads(1)
-    from harness.study import Study, StudyInterrupted
+    from harness.study.runner import Study, StudyInterrupted
 
     try:
         Study.from_source("tiny", overrides).run(stop_after=stop_after or None)

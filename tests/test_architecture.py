@@ -6,6 +6,8 @@
 * ``spaces``, ``generators``, ``metrics`` and ``harness.datasets`` import only the ground
   floor (and themselves), never each other or the top floor;
 * generator families (``generators/families/<name>/``) never import each other;
+* the top floor's rooms (``harness/<room>/``) import only rooms below them in
+  :data:`ROOMS` (``cli`` on top; ``errors`` and ``term`` at the bottom);
 * no two modules import each other, directly or through a cycle;
 * no product file is over ~450 lines (one concern per file).
 
@@ -97,6 +99,32 @@ def test_floors_import_only_downwards():
     assert not bad, "imports against the floors:\n" + "\n".join(sorted(bad))
 
 
+#: the top floor's rooms from the bottom up: a room imports only rooms before it
+ROOMS = ("errors", "term", "checks", "evaluate", "results", "config", "conditional", "report",
+         "study", "sweep", "importers", "cli")
+
+
+def _room(module: str) -> str | None:
+    parts = module.split(".")
+    if parts[0] != "harness" or len(parts) == 1 or parts[1] in ("core", "datasets"):
+        return None
+    return parts[1]
+
+
+def test_top_floor_rooms_import_only_downwards():
+    bad = []
+    for module, deps in _graph().items():
+        room = _room(module)
+        if room is None:
+            continue
+        assert room in ROOMS, f"{module}: room {room!r} is not in ROOMS; place it in the order"
+        for dep in deps:
+            other = _room(dep)
+            if other and other != room and ROOMS.index(other) > ROOMS.index(room):
+                bad.append(f"{module} ({room}) imports {dep} ({other})")
+    assert not bad, "rooms importing upwards:\n" + "\n".join(sorted(bad))
+
+
 def test_families_never_import_each_other():
     prefix = "generators.families."
     bad = []
@@ -108,7 +136,7 @@ def test_families_never_import_each_other():
     assert not bad, "families import each other:\n" + "\n".join(bad)
 
 
-UPPER = ("spaces", "generators", "metrics", "harness.datasets", "harness.cli", "harness.study")
+UPPER = ("spaces", "generators", "metrics", "harness.datasets", "harness.cli", "harness.study.runner")
 
 
 def _upper_names_in(text: str) -> list[str]:

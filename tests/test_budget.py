@@ -1,4 +1,4 @@
-"""Compute budgets (harness/budget.py): counted FLOPs per step, FLOP/step/seconds budgets,
+"""Compute budgets (harness/study/budget.py): counted FLOPs per step, FLOP/step/seconds budgets,
 the training clock, config rules, and what a study records."""
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from generators import DiffusionGenerator
-from harness.budget import (BudgetError, TrainingClock, budget_fingerprint, count_step_flops,
+from harness.study.budget import (BudgetError, TrainingClock, budget_fingerprint, count_step_flops,
                             plan_training, world_size)
 from harness.config import ConfigError, load_config
 from harness.core.types import LatentBatch, LatentSpec
-from harness.study import Study
+from harness.study.runner import Study
 
 torch.set_num_threads(1)
 

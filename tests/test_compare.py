@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from harness.cli import main
-from harness.compare import (compare_runs, config_differences, flatten, interval_of, noise_verdict,
+from harness.report.compare import (compare_runs, config_differences, flatten, interval_of, noise_verdict,
                              run_labels, to_markdown, write_comparison)
 
 
@@ -96,7 +96,7 @@ def test_missing_results_is_a_clear_error(tmp_path):
 
 def test_two_real_tiny_runs_seed_0_vs_seed_1(tmp_path, capsys, monkeypatch):
     """Two real (one-space) tiny studies through the CLI: ``l3dg compare`` prints and writes."""
-    from harness.study import Study
+    from harness.study.runner import Study
 
     overrides = ["spaces={raw: {}}", "metrics.reference_row=false"]
     for seed in (0, 1):

@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 import torch
 
-from harness.conditional import (ConditionalConfig, conditional_table, evaluate_conditional,
-                                 evaluate_sdf, get_predictor, guidance_sweep, load_predictor_data,
-                                 plot_guidance_sweep, predict_molecules, sample_targets)
+from harness.conditional.protocol import (ConditionalConfig, evaluate_conditional, evaluate_sdf,
+                                          get_predictor, guidance_sweep, load_predictor_data,
+                                          predict_molecules, sample_targets)
+from harness.conditional.report import conditional_table, plot_guidance_sweep
 from harness.core.data import QM9_SAMPLE_SDF
 from harness.core.data.base import deterministic_split, splits_checksum
 from harness.core.data.halves import QM9_HALVES_CHECKSUM, halves_indices, property_halves
@@ -271,7 +272,7 @@ def test_conditional_presets_load():
 
 # -- physics check (GFN2-xTB) ---------------------------------------------------------------
 def test_xtb_properties_of_water_and_calibration(sample_data):
-    from harness.conditional_xtb import xtb_calibration, xtb_check
+    from harness.conditional.xtb import xtb_calibration, xtb_check
     from metrics.xtb_properties import xtb_properties
 
     water = xtb_properties([8, 1, 1], np.array([[0, 0, 0], [0.757, 0.586, 0], [-0.757, 0.586, 0.0]]))
@@ -288,7 +289,7 @@ def test_xtb_properties_of_water_and_calibration(sample_data):
 
 
 def test_mae_carries_a_bootstrap_interval_and_the_table_marks_a_win_over_atoms():
-    from harness.conditional_report import conditional_table
+    from harness.conditional.report import conditional_table
     from metrics.conditional import mae_interval, score_conditional
 
     rng = np.random.default_rng(0)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from harness.core.chem import read_sdf
-from harness.study import Study
+from harness.study.runner import Study
 
 CONFIG = {
     "extends": "tiny", "study": "cond",
@@ -64,8 +64,8 @@ def test_vector_latents_can_be_told_the_target_atom_count(tmp_path, monkeypatch)
 
     import yaml
 
-    from harness.conditional import ConditionalTargets
-    from harness.conditional_stage import generator_context, load_targets
+    from harness.conditional.protocol import ConditionalTargets
+    from harness.study.conditional import generator_context, load_targets
     from harness.core.types import LatentSpec
 
     monkeypatch.setenv("L3DG_CACHE_DIR", str(tmp_path / "cache"))

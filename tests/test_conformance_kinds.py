@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from harness.conformance_kinds import KINDS, check_component
+from harness.checks.kinds import KINDS, check_component
 from harness.core.registry import DATASETS, REGISTRIES, load_plugin
 
 

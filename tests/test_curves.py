@@ -1,4 +1,4 @@
-"""Learning curves (harness/curves.py): log-spaced schedules, no effect on training, and an
+"""Learning curves (harness/study/curves.py): log-spaced schedules, no effect on training, and an
 interrupted run that continues the uninterrupted run's curve exactly."""
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytorch_lightning as pl
 import torch
 
 from generators import DiffusionGenerator
-from harness.budget import TrainingClock
+from harness.study.budget import TrainingClock
 from harness.core.types import LatentBatch, LatentSpec
-from harness.curves import CurveSchedule, LearningCurve, read_curve, rng_guard, schedule_for
+from harness.study.curves import CurveSchedule, LearningCurve, read_curve, rng_guard, schedule_for
 
 torch.set_num_threads(1)
 
@@ -143,8 +143,8 @@ def test_schedule_needs_a_length():
 def test_study_with_a_flop_budget_records_a_scored_curve_and_its_report_pieces(tmp_path):
     import math
 
-    from harness.plots_curves import curves_section, prior_floor, time_to_threshold
-    from harness.study import Study
+    from harness.report.plots_curves import curves_section, prior_floor, time_to_threshold
+    from harness.study.runner import Study
 
     study = Study.from_source("tiny", [f"output_dir={tmp_path}", "spaces={raw: {}}",
                                        "metrics.reference_row=false", "curves.enabled=true",
@@ -176,7 +176,7 @@ def _curve(flops, quality):
 
 
 def test_factors_compare_spaces_at_equal_compute(tmp_path):
-    from harness.plots_factors import equal_compute_levels, plot_factors_at_equal_compute, quality_at
+    from harness.report.plots_factors import equal_compute_levels, plot_factors_at_equal_compute, quality_at
 
     a, b = _curve([1e9, 1e10, 1e11], [0.0, 0.5, 1.0]), _curve([1e10, 1e12], [0.2, 0.4])
     assert quality_at(a, 1e10) == pytest.approx(0.5)

@@ -89,8 +89,8 @@ def test_only_rank_zero_writes_generator_files(generator_runs):
 
 
 def test_study_on_two_processes_resumes_on_one(tmp_path):
-    from harness.results import SpaceState
-    from harness.study import Study
+    from harness.results.state import SpaceState
+    from harness.study.runner import Study
 
     audit = tmp_path / "audit"
     overrides = [f"output_dir={tmp_path}", "trainer.strategy=ddp", "trainer.devices=2",

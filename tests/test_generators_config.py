@@ -54,7 +54,7 @@ def test_module_hyperparameters_come_from_the_config():
 
 
 def test_study_builds_generators_from_its_config(tmp_path):
-    from harness.study import Study
+    from harness.study.runner import Study
 
     study = Study.from_source("tiny", [f"output_dir={tmp_path}", "generator.lr=0.002"])
 

@@ -235,7 +235,7 @@ def test_x1_prediction_and_clipping_on_vectors(tmp_path):
 
 def test_study_builds_the_configured_family(tmp_path):
     from generators import check_sampler
-    from harness.study import Study
+    from harness.study.runner import Study
 
     class _Space:
         spec = LatentSpec("per_atom", 2, has_coords=True)

@@ -3,7 +3,7 @@
 Before: a SIGINT that landed inside RDKit's substructure search (QED, in the chemistry
 stage of ``l3dg eval``) was taken by RDKit's own handler — the search was cut short, the
 run finished, exited 0 and overwrote ``--out``; elsewhere Ctrl-C ended in a traceback. Now
-the harness owns SIGINT (``harness/interrupts.py``): exit code 130, one line, ``--out``
+the harness owns SIGINT (``harness/term/interrupts.py``): exit code 130, one line, ``--out``
 untouched.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ ENV = dict(os.environ, OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE", PYTHONUNB
 _RDKIT_SEARCH = """
 import os, signal, threading, time
 from rdkit import Chem
-from harness.interrupts import owned_sigint
+from harness.term.interrupts import owned_sigint
 
 grid = Chem.RWMol()
 for _ in range(64):

@@ -18,7 +18,7 @@ import pytest
 
 from harness.cli import main
 from harness.config import ConfigError, load_config
-from harness.study import Study
+from harness.study.runner import Study
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -106,7 +106,7 @@ def test_garbage_config_and_state_files_name_the_file(run_dir, tmp_path, capsys)
 
 # -- one process per run directory -----------------------------------------------------------------
 def test_a_second_run_on_a_locked_directory_refuses(run_dir, tmp_path, capsys):
-    from harness.run_guard import RunDirLock
+    from harness.results.guard import RunDirLock
 
     d = _copy(run_dir, tmp_path)
     with RunDirLock(d):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.study import Study
+from harness.study.runner import Study
 
 
 @pytest.fixture(scope="module")

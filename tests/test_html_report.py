@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.html_report import atom_label, gallery_molecules, results_table, write_html_report
+from harness.report.html import atom_label, gallery_molecules, results_table, write_html_report
 
 from conftest import QM9_SAMPLE
 
@@ -21,7 +21,7 @@ BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stab
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     """A real tiny study (raw: bond-less clouds; flat: collapsed, unreadable samples)."""
-    from harness.study import Study
+    from harness.study.runner import Study
 
     root = tmp_path_factory.mktemp("html")
     study = Study.from_source("tiny", [f"output_dir={root}"])

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from harness.config import ConfigError, load_config, validate_components
-from harness.nfe_stage import nfe_to_fraction
-from harness.study import Study
+from harness.report.nfe import nfe_to_fraction
+from harness.study.runner import Study
 
 OVERRIDES = ["spaces={flat: {width: 16, hidden: 32, layers: 1, epochs: 1}, "
              "flat@flow: {width: 16, hidden: 32, layers: 1, epochs: 1}}",

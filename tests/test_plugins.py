@@ -4,7 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from harness.conformance import run_conformance
+from harness.checks.spaces import run_conformance
 from harness.core.registry import SPACES, load_plugin
 
 EXAMPLE = Path(__file__).parent / "fixtures" / "my_space.py"

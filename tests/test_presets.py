@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from harness.config import ConfigError, list_presets, load_config
-from harness.config_view import resolved_view
+from harness.config.view import resolved_view
 
 # preset -> (train molecules, {space: (max_steps, batch_size, timesteps, schedule)}, widths, sampler)
 PINNED = {

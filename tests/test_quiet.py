@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness import quiet
+from harness.term import quiet
 from harness.cli import build_parser
-from harness.progress import StudyProgress, choose_mode
+from harness.term.progress import StudyProgress, choose_mode
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,10 +59,10 @@ def test_configure_levels_silence_and_restore_library_loggers():
     rank_zero = logging.getLogger("pytorch_lightning.utilities.rank_zero")
     quiet.configure(quiet.NORMAL)
     assert rank_zero.getEffectiveLevel() == logging.WARNING
-    assert logging.getLogger("harness.study").getEffectiveLevel() == logging.WARNING
+    assert logging.getLogger("harness.study.runner").getEffectiveLevel() == logging.WARNING
     quiet.configure(quiet.VERBOSE)
     assert rank_zero.getEffectiveLevel() <= logging.INFO
-    assert logging.getLogger("harness.study").getEffectiveLevel() == logging.INFO
+    assert logging.getLogger("harness.study.runner").getEffectiveLevel() == logging.INFO
     quiet.configure(quiet.QUIET)
     assert choose_mode(io.StringIO()) == "off"
 

@@ -11,7 +11,7 @@ from rdkit import Chem
 
 from harness.core.chem import batch_to_mols, read_sdf, write_sdf
 from harness.core.types import MolBatch
-from harness.sample_props import PROPERTY_NAMES, molecule_flags, sample_properties, set_sample_props
+from harness.study.sample_props import PROPERTY_NAMES, molecule_flags, sample_properties, set_sample_props
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 
-from harness.study import Study
+from harness.study.runner import Study
 
 
 def _values(path):

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from harness.conformance import run_conformance
+from harness.checks.spaces import run_conformance
 from harness.core.registry import SPACES
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness.config import ConfigError, load_config, validate_components
-from harness.study import STAGES, Study, StudyInterrupted
+from harness.study.runner import STAGES, Study, StudyInterrupted
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -143,7 +143,7 @@ def test_every_preset_validates():
 
 
 def test_rerun_with_a_changed_config_refuses_then_force_redoes_only_affected_stages(tmp_path):
-    from harness.study import StaleResults
+    from harness.study.runner import StaleResults
 
     study = tiny(tmp_path, "spaces={raw: {}}")
     study.run()
@@ -155,14 +155,14 @@ def test_rerun_with_a_changed_config_refuses_then_force_redoes_only_affected_sta
     rows = Study.from_source("tiny", [f"output_dir={tmp_path}", *changed], force=True).run()
     assert space_json.stat().st_mtime_ns == fitted           # fit_space kept
     assert json.loads((study.root / "raw" / "metrics.json").read_text())["values"]
-    from harness.study import load_molbatch
+    from harness.study.runner import load_molbatch
 
     assert len(load_molbatch(study.root / "raw" / "samples.pt")) == 4
     assert "raw" in rows
 
 
 def test_property_conditioned_study_records_requested_targets(tmp_path):
-    from harness.study import load_molbatch
+    from harness.study.runner import load_molbatch
 
     study = tiny(tmp_path, "spaces={flat: {width: 16, hidden: 32, layers: 1, epochs: 1}}",
                  "data.options.property_fields=[mu, gap]", "generator.context=[mu, gap]",

@@ -11,7 +11,7 @@ import optuna
 import pytest
 
 from harness.sweep import run_sweep
-from harness.sweep_report import claim_tests, write_sweep_report
+from harness.report.sweep import claim_tests, write_sweep_report
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -167,7 +167,7 @@ def test_a_users_space_is_swept_without_editing_the_package(tmp_path):
 
 
 def test_claim_test_weighs_trials_by_their_intervals():
-    from harness.sweep_report import claim_tests
+    from harness.report.sweep import claim_tests
 
     rows = [{"objective": q, "recon_error": e, "objective_interval": [q - w, q + w],
              "symmetry_error": 0.0, "dimension": 32} for q, e, w in

@@ -14,7 +14,7 @@ import numpy as np
 
 from harness.core.data.base import MolDataset, Molecules, fingerprint_of
 from harness.core.registry import DATASETS
-from harness.core.types import ATOMIC_NUMBER, PERIODIC_TABLE
+from harness.core.types import PERIODIC_TABLE
 
 log = logging.getLogger(__name__)
 

@@ -81,8 +81,8 @@ class Checks:
     # -- checks -------------------------------------------------------------------------------
     def fit_sample_resume_curve(self) -> str:
         """Fit with the training clock and a learning curve, sample on the device, resume."""
-        from harness.budget import TrainingClock, count_step_flops
-        from harness.curves import LearningCurve, schedule_for
+        from harness.study.budget import TrainingClock, count_step_flops
+        from harness.study.curves import LearningCurve, schedule_for
 
         steps = 20
         gen, lat = _generator()

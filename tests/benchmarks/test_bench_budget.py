@@ -10,7 +10,7 @@ Per space of ``harness/configs/default.yaml`` (its data: QM9 subset 3000, 2,293 
 molecules; its generator sizes, batch 64, max_steps): the space is built *unfitted* (an
 autoencoder's decode costs the same with trained weights; no study is run), the training set
 is encoded, the generator trains ``TRAIN_STEPS`` steps under Lightning with a
-:class:`~harness.budget.TrainingClock` (seconds per step), and one curve point (sample
+:class:`~harness.study.budget.TrainingClock` (seconds per step), and one curve point (sample
 ``curves.n_samples`` with the curve sampler/steps, decode, score with ``curve/v1``) is
 timed, and so is decode + score of encoded training latents (what a converged generator's
 samples look like; early points decode near-random latents, which for the invariant
@@ -48,7 +48,7 @@ class _StepTimes(pl.Callback):
 
 @pytest.fixture(scope="module")
 def default_study():
-    from harness.study import Study
+    from harness.study.runner import Study
 
     torch.set_num_threads(THREADS)
     return Study.from_source("default", ["curves.enabled=true"])
@@ -57,9 +57,9 @@ def default_study():
 @pytest.mark.parametrize("name", ["raw", "invariant", "per_atom", "flat"])
 def test_default_flops_per_step_and_curve_overhead(benchmark, default_study, name, tmp_path):
     from generators import build_generator
-    from harness.budget import TrainingClock, count_step_flops
+    from harness.study.budget import TrainingClock, count_step_flops
     from harness.core.registry import SPACES
-    from harness.curves import LearningCurve, decode_and_score_fn, schedule_for
+    from harness.study.curves import LearningCurve, decode_and_score_fn, schedule_for
 
     study = default_study
     c = study.config

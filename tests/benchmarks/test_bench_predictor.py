@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harness.conditional import PREDICTOR_SIZES
+from harness.conditional.protocol import PREDICTOR_SIZES
 from harness.core.data import load_dataset
 from metrics.property_predictor import PropertyPredictor, predict_batch
 

@@ -1,0 +1,36 @@
+"""``ConditionalConfig``: the ``conditional:`` section of a study config (kept with the
+config, apart from the conditional protocol, so that loading a config imports no
+predictor or plotting code)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["ConditionalConfig"]
+
+
+@dataclass
+class ConditionalConfig:
+    """Settings of a study's conditional stage (the ``conditional:`` section of a preset).
+
+    Attributes:
+        property: the property the generator is conditioned on (one of
+            ``metrics.conditional.CONDITIONAL_PROPERTIES``); empty = ``generator.context[0]``.
+        protocol: ``edm`` (count + value from Db's histograms) or ``ldm`` (in/OOD targets).
+        n_samples: molecules scored (``edm``) / in-distribution targets (``ldm``).
+        n_ood: targets on each OOD side (``ldm``; default ``n_samples``).
+        predictor_size: a key of :data:`PREDICTOR_SIZES`; predictor_options: overrides.
+        guidance_scales: CFG scales of the guidance sweep (empty: no sweep).
+        atom_count_context: vector-latent generators also see the target's atom count
+            (``edm`` targets carry one; per-atom latents get it through their mask), so
+            both kinds of space are given what EDM gives its generator.
+    """
+
+    property: str = ""          # "" = the generator's (single) context property
+    protocol: str = "edm"
+    n_samples: int = 1000
+    n_ood: int | None = None
+    predictor_size: str = "cpu"
+    predictor_options: dict[str, Any] = field(default_factory=dict)
+    guidance_scales: list[float] = field(default_factory=list)
+    atom_count_context: bool = False

@@ -1,0 +1,122 @@
+"""The study's conditional stages (active when ``generator.context`` names one property).
+
+EDM's protocol, as LDM-3DG follows it (see :mod:`harness.conditional.protocol`):
+
+* the space and the generator train on the generator half ``Db`` of the training split
+  (:func:`harness.conditional.protocol.generator_half`); the evaluator is trained on ``Da``;
+* ``sample``: targets from ``Db`` (``edm``: (atom count, value) pairs from its histograms;
+  ``ldm``: evenly spaced in-distribution values plus out-of-distribution ones below the min
+  and above the max), molecules sampled for them (per-atom latents get the targets' atom
+  counts) and saved with the requested values (``targets.npz``, SDF field ``<property>``);
+* ``conditional``: the predictor's MAE between the generated molecules and the requested
+  values (``conditional.json``), next to the Naive / #Atoms / QM9 baselines and the
+  predictor's own MAE on ``Db``; optionally a classifier-free-guidance sweep.
+
+Beside each space stand its control and its ceiling: the prior control (decoded
+generator-prior noise scored against the same targets: a generator that learned nothing
+about the property) and the reconstruction ceiling (the predictor on the space's
+reconstructions of generator-half molecules, scored against their own values: what a
+generator that hits the right latent exactly would reach). A large gap between the
+ceiling and the samples puts the loss in the generator; a high ceiling puts it in the
+decoder's molecules.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.conditional.protocol import load_targets, save_targets  # noqa: F401  (re-exported)
+from harness.core.io import atomic_write_json
+from harness.study.context import StudyContext
+from metrics.conditional import ATOM_COUNT
+
+
+def is_conditional(config: Any) -> bool:
+    """A study runs EDM's conditional protocol when its generators are conditioned on exactly
+    one property (several properties: plain conditioning, targets from the training rows)."""
+    return len(config.generator.context) == 1 and config.data.dataset in ("qm9", "sdf")
+
+
+def conditional_property(config: Any) -> str:
+    return config.conditional.property or config.generator.context[0]
+
+
+def generator_context(config: Any, name: str, spec: Any) -> list[str]:
+    """The context names of space ``name``'s generator: its configured ones, plus the
+    atom count for a vector latent when ``conditional.atom_count_context`` is set and the
+    targets carry atom counts (``edm``). A per-atom latent gets the target's atom count
+    through its mask already; a vector latent otherwise has to guess it from the value."""
+    context = list(config.generator_for(name).context)
+    if (is_conditional(config) and config.conditional.atom_count_context
+            and config.conditional.protocol == "edm" and spec.kind == "vector"
+            and ATOM_COUNT not in context):
+        context.append(ATOM_COUNT)
+    return context
+
+
+def predictor_dataset(study: StudyContext):
+    """The whole dataset the halves come from: QM9 itself, or the study's own dataset."""
+    from harness.conditional.protocol import load_predictor_data
+
+    return load_predictor_data() if study.config.data.dataset == "qm9" else study.dataset
+
+
+def targets_for(study: StudyContext, n: int):
+    from harness.conditional.protocol import sample_targets
+
+    c = study.config.conditional
+    return sample_targets(conditional_property(study.config), study.split("train"), n, c.protocol,
+                          study.config.seed, c.n_ood)
+
+
+def run_conditional(study: StudyContext, name: str, space: Any, directory: Path) -> dict[str, Any]:
+    """The ``conditional`` stage: MAE of the samples (and of the prior control) against the
+    requested values, with the baselines; the guidance sweep when scales are configured."""
+    from harness.conditional.protocol import (
+        evaluate_conditional,
+        get_predictor,
+        guidance_sweep,
+        sample_conditional,
+    )
+    from harness.conditional.report import plot_guidance_sweep
+    from harness.results.state import load_molbatch
+    from harness.study.controls import prior_latents
+
+    c = study.config.conditional
+    prop = conditional_property(study.config)
+    predictor = get_predictor(prop, dataset=predictor_dataset(study), size=c.predictor_size,
+                              overrides=c.predictor_options or None, progress=study.progress)
+    targets = load_targets(directory / "targets.npz")
+    result = evaluate_conditional(load_molbatch(directory / "samples.pt"), targets, predictor)
+    gen = study.load_generator(name)
+    prior = space.decode(prior_latents(gen, len(targets), study.config.seed))
+    out: dict[str, Any] = {"samples": result,
+                           "prior": evaluate_conditional(prior, targets, predictor),
+                           "reconstruction": reconstruction_ceiling(study, space, prop, len(targets),
+                                                                    predictor)}
+    if c.guidance_scales:
+        s = study.config.sampling
+        table = study.context_table(list(gen.config.context))
+        rows = guidance_sweep(lambda w: sample_conditional(
+            gen, space, targets, table[1], w, sampler=s.sampler, steps=s.steps, eta=s.eta,
+            seed=study.config.seed, batch_size=s.batch_size, progress=False),
+            targets, predictor, c.guidance_scales)
+        out["guidance"] = [{k: v for k, v in r.items() if k != "result"} for r in rows]
+        plot_guidance_sweep(rows, study.root / "plots" / f"guidance_{name}.png", prop)
+    atomic_write_json(directory / "conditional.json", out)
+    return {"mae": result["report"].get("mae"), "property": prop}
+
+
+def reconstruction_ceiling(study: StudyContext, space: Any, prop: str, n: int, predictor) -> dict[str, Any]:
+    """The predictor's MAE on ``space``'s reconstructions of ``n`` seeded generator-half
+    molecules against their own ``prop`` values (the conditional reconstruction ceiling)."""
+    from harness.conditional.protocol import evaluate_conditional
+    from harness.study.controls import reconstruction_batch
+
+    train = study.split("train")
+    pick = np.sort(np.random.default_rng(study.config.seed).choice(len(train), min(n, len(train)),
+                                                                  replace=False))
+    values = train.packed.props[pick, train.prop_names.index(prop)].astype(np.float64)
+    return evaluate_conditional(reconstruction_batch(space, train, n, pick), values, predictor)

@@ -1,0 +1,139 @@
+"""The study's scoring stages: samples, controls and the reference row, each with 95 %
+intervals (``metrics.intervals``) and the versioned quality score.
+
+Files (per space ``runs/<study>/<space>/``):
+
+* ``metrics.json`` — ``values`` (suite on the samples + latent diagnostics + ``quality``),
+  ``intervals`` (key -> [low, high]), ``metadata``;
+* ``controls.json`` — per control (``prior``, ``shuffled``, ``reconstruction``; see
+  :mod:`harness.study.controls`): ``values`` and ``intervals`` of the same suite on the same number
+  of molecules, and ``lift`` = samples - control with the interval of the difference.
+
+Every row is raw decoder output; MMFF-relaxed output, where a space offers it, is labelled
+``relaxed`` by the space and never mixed in here.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.core.io import atomic_write_json, read_json
+from harness.results.state import (
+    decoded_samples,
+    load_latents,
+    load_molbatch,
+    load_resolved_bonds,
+)
+from harness.study.context import StudyContext
+
+
+def score_batch(study: StudyContext, decoded: Any, bonds_path: Path | None = None) -> tuple[dict, dict, dict]:
+    """``(values, intervals, metadata)`` of a decoded MolBatch with the study's suite."""
+    from metrics.intervals import score_with_intervals
+
+    samples = decoded_samples(decoded)
+    if bonds_path is not None and bonds_path.exists():
+        samples.attach_resolved_bonds(load_resolved_bonds(bonds_path))
+    m = study.config.metrics
+    return score_with_intervals(samples, m.suite, study.split("train"), m.options,
+                                n_boot=m.bootstrap, seed=study.config.seed, progress=study.progress)
+
+
+def score_space(study: StudyContext, name: str, space: Any, directory: Path) -> dict[str, Any]:
+    """The ``score`` stage: the suite on the samples, latent diagnostics on test molecules."""
+    from metrics import score_molecules
+
+    values, intervals, metadata = score_batch(study, load_molbatch(directory / "samples.pt"),
+                                              directory / "samples.bonds.npz")
+    test = study.split("test")
+    n_latent = min(study.config.metrics.latent_molecules, len(test))
+    latent_results = score_molecules(test.batch(np.arange(n_latent)), suite="latent/v1",
+                                     reference=None, bond_source="dataset", space=space,
+                                     progress=False)
+    payload = {"space": name, "suite": study.config.metrics.suite,
+               "values": {**values, **dict(latent_results)}, "intervals": intervals,
+               "metadata": {"samples": metadata, "latent": latent_results.metadata}}
+    atomic_write_json(directory / "metrics.json", payload)
+    return {"metrics": len(payload["values"])}
+
+
+def run_controls(study: StudyContext, name: str, space: Any, directory: Path) -> dict[str, Any]:
+    """The ``controls`` stage (see :mod:`harness.study.controls`); ``controls: false`` records that
+    they were not run."""
+    from harness.study.controls import (
+        CONTROLS,
+        lift,
+        prior_latents,
+        reconstruction_batch,
+        shuffled_latents,
+    )
+
+    if not study.config.controls:
+        atomic_write_json(directory / "controls.json", {"disabled": True})
+        return {"disabled": True}
+    samples = read_json(directory / "metrics.json")
+    n = study.config.sampling.n_samples
+    seed = study.config.seed
+    out: dict[str, Any] = {"n": n, "controls": {}, "lift": {}}
+    for control in CONTROLS:
+        t0 = time.perf_counter()
+        if control == "prior":
+            decoded = space.decode(prior_latents(study.load_generator(name), n, seed))
+        elif control == "shuffled":
+            decoded = space.decode(shuffled_latents(load_latents(directory / "latents.pt", space.spec), n, seed))
+        else:
+            decoded = reconstruction_batch(space, study.split("test"), n)
+        values, intervals, metadata = score_batch(study, decoded)
+        out["controls"][control] = {"values": values, "intervals": intervals,
+                                    "molecules": metadata["counts"]["molecules"],
+                                    "seconds": round(time.perf_counter() - t0, 2)}
+        if control != "reconstruction":
+            out["lift"][control] = lift(samples["values"], samples.get("intervals", {}),
+                                        values, intervals)
+    generated = directory / "samples.latents.pt"
+    if generated.exists():
+        # the space's own ablations of the generated latents (e.g. invariant: z_geo zeroed)
+        for control, decoded in space.ablations(load_latents(generated, space.spec)).items():
+            t0 = time.perf_counter()
+            values, intervals, metadata = score_batch(study, decoded)
+            out["controls"][control] = {"values": values, "intervals": intervals,
+                                        "molecules": metadata["counts"]["molecules"],
+                                        "seconds": round(time.perf_counter() - t0, 2),
+                                        "ablation": True}
+    atomic_write_json(directory / "controls.json", out)
+    return {"controls": list(out["controls"])}
+
+
+def score_reference(study: StudyContext) -> None:
+    """The reference row: the suite on the dataset's own test molecules (bonds perceived
+    from coordinates, like a bond-free space's samples)."""
+    import dataclasses
+
+    from harness.core.data.base import fingerprint_of
+    from metrics.intervals import score_with_intervals
+    from metrics.samples import Samples
+
+    path = study.root / "reference" / "metrics.json"
+    m = study.config.metrics
+    fingerprint = fingerprint_of([dataclasses.asdict(study.config.data), dataclasses.asdict(m)])
+    if path.exists():
+        try:
+            if read_json(path).get("fingerprint") == fingerprint:
+                return
+        except (OSError, ValueError):
+            pass                                    # damaged: rescore
+    t0 = time.perf_counter()
+    test = study.split("test")
+    n = min(m.reference_molecules, len(test))
+    samples = Samples.from_batch(test.batch(np.arange(n)), "perceive")
+    values, intervals, metadata = score_with_intervals(
+        samples, m.suite, study.split("train"), m.options, n_boot=m.bootstrap,
+        seed=study.config.seed, progress=study.progress)
+    atomic_write_json(path, {"space": "reference", "suite": m.suite,
+                             "source": f"{test.name} (first {n}, bonds perceived from coordinates)",
+                             "values": values, "intervals": intervals,
+                             "metadata": {"samples": metadata}, "fingerprint": fingerprint,
+                             "seconds": round(time.perf_counter() - t0, 2)})
