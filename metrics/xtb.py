@@ -32,6 +32,9 @@ metadata):
 
 Level of theory: GFN2-xTB in vacuum (tblite, electronic temperature 300 K default); GEOM's
 conformers were CREST/GFN2-xTB optimised, so on GEOM a perfect generator has ΔE near 0.
+Spin: every computed molecule is a closed-shell singlet (``uhf = 0``); a species whose ground
+state is not (O₂ is a triplet) is computed as a singlet, and the metadata says so
+(``spin``); molecules with an odd electron count are not computed (step 1).
 """
 from __future__ import annotations
 
@@ -48,6 +51,10 @@ from metrics.base import Metric, nan, ratio
 from metrics.samples import Samples
 
 _RELAX_KEYS = ("fmax", "max_steps", "max_step", "memory")
+
+#: what the metadata says about spin (tblite is run with uhf = 0 throughout)
+SPIN_NOTE = ("closed-shell singlet (uhf = 0) for every computed molecule: a species whose "
+             "ground state is not a singlet (e.g. O2, a triplet) is computed as a singlet")
 
 
 def _xtb_chunk(jobs: Sequence[tuple]) -> list[dict[str, Any]]:
@@ -209,6 +216,7 @@ class XtbMetric(Metric):
         n_tried = max(1, n_computed)
         meta = {
             "method": f"{METHOD} (tblite {tblite_version()}), vacuum",
+            "spin": SPIN_NOTE,
             "units": {"energy_per_atom": "kcal/mol per atom", "delta_e": "kcal/mol (relaxed - sample)",
                       "rmsd": "Å (heavy atoms, Kabsch)", "fmax": "Hartree/Bohr", "max_step": "Å"},
             "molecules": len(subset), "computed": n_computed, "relaxed": int(relaxed.sum()),
