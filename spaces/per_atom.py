@@ -102,6 +102,14 @@ class PerAtomSpace(Space):
         max_batch_pairs: size-grouped batches of at most ``batch_size`` molecules and this
             many padded atom pairs (B x N_max^2) each (large molecules); None = fixed batches.
         checkpoint: gradient checkpointing of the EGNN blocks (large molecules).
+        autoencoder: ``"harness"`` (the default network above) or ``"geoldm"``: GeoLDM's
+            first stage (:mod:`spaces._geoldm`: unscaled one-hot + atomic-number input, a
+            1-block EGNN encoder with GeoLDM's output MLP, no tanh, GeoLDM's VAE loss with
+            ``latent_noise`` as its fixed sigma (GeoLDM: 0.0032) and ``kl_weight``).
+        geoldm: options of :class:`spaces._geoldm.GeoLDMAutoencoder` for
+            ``autoencoder="geoldm"`` (``sublayers``, ``agg_norm``, ``sin_embedding``,
+            ``norm_constant``, ``attention``, ``tanh``, ``include_charges``,
+            ``encoder_layers``); None: GeoLDM's defaults.
     """
 
     name = "per_atom"
@@ -114,11 +122,25 @@ class PerAtomSpace(Space):
                  epochs: int = 20, batch_size: int = 64, lr: float = 1e-3,
                  latent_noise: float = 0.05, kl_weight: float = 0.01, seed: int = 0,
                  gssl_weight: float = 0.0, max_batch_pairs: int | None = None,
-                 checkpoint: bool = False):
+                 checkpoint: bool = False, autoencoder: str = "harness",
+                 geoldm: dict[str, Any] | None = None):
         super().__init__(elements, **self.options_from(locals()))
         torch.manual_seed(seed)
-        self.net = PerAtomAutoencoder(len(self.elements), k, hidden, layers, latent_noise, kl_weight,
-                                      gssl_weight, checkpoint)
+        if autoencoder == "geoldm":
+            from spaces._geoldm import GeoLDMAutoencoder
+
+            if gssl_weight:
+                raise ValueError("per_atom: gssl_weight is not available with autoencoder='geoldm'")
+            self.net = GeoLDMAutoencoder(self.elements, k, hidden, layers, latent_noise,
+                                         kl_weight, checkpoint=checkpoint, **(geoldm or {}))
+        elif autoencoder == "harness":
+            if geoldm:
+                raise ValueError("per_atom: geoldm options need autoencoder='geoldm'")
+            self.net = PerAtomAutoencoder(len(self.elements), k, hidden, layers, latent_noise,
+                                          kl_weight, gssl_weight, checkpoint)
+        else:
+            raise ValueError(f"per_atom: autoencoder must be 'harness' or 'geoldm', got "
+                             f"{autoencoder!r}")
         self.net.eval()
 
     @classmethod

@@ -46,11 +46,11 @@ def _strip(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return dict(state)
 
 
-def _network(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def _network(state: dict[str, torch.Tensor], source: str = EDM_PREFIX) -> dict[str, torch.Tensor]:
     state = _strip(state)
-    net = {k[len(EDM_PREFIX):]: v for k, v in state.items() if k.startswith(EDM_PREFIX)}
+    net = {k[len(source):]: v for k, v in state.items() if k.startswith(source)}
     if not net:
-        raise ValueError(f"not an EDM EGNN state dict: no key starts with {EDM_PREFIX!r} "
+        raise ValueError(f"not an EDM EGNN state dict: no key starts with {source!r} "
                          f"(first keys: {list(state)[:3]})")
     return net
 
@@ -60,10 +60,13 @@ def edm_gamma(state: dict[str, torch.Tensor]) -> torch.Tensor | None:
     return _strip(state).get("gamma.gamma")
 
 
-def edm_network_options(state: dict[str, torch.Tensor]) -> dict[str, Any]:
+def edm_network_options(state: dict[str, torch.Tensor],
+                        source: str = EDM_PREFIX) -> dict[str, Any]:
     """What the weights fix: ``{"in_dim", "hidden", "layers", "sublayers", "attention",
-    "edge_features"}`` (``edge_features``: 2 plain distances, 24 with ``sin_embedding``)."""
-    net = _network(state)
+    "edge_features"}`` (``edge_features``: 2 plain distances, 24 with ``sin_embedding``) of
+    the EGNN under ``source`` (GeoLDM also keeps ``vae.encoder.egnn.`` and
+    ``vae.decoder.egnn.``)."""
+    net = _network(state, source)
     hidden, in_dim = net["embedding.weight"].shape
     blocks = {int(m.group(1)) for k in net if (m := re.match(r"e_block_(\d+)\.", k))}
     subs = {int(m.group(1)) for k in net if (m := re.match(r"e_block_0\.gcl_(\d+)\.", k))}
@@ -74,7 +77,8 @@ def edm_network_options(state: dict[str, torch.Tensor]) -> dict[str, Any]:
 
 
 def edm_to_harness_state_dict(state: dict[str, torch.Tensor], n_features: int,
-                              prefix: str = "net.") -> dict[str, torch.Tensor]:
+                              prefix: str = "net.",
+                              source: str = EDM_PREFIX) -> dict[str, torch.Tensor]:
     """Map EDM's state dict (the whole ``EnVariationalDiffusion`` or its ``dynamics``
     prefixed as EDM saves it) onto an ``egnn`` denoiser's state dict.
 
@@ -83,13 +87,15 @@ def edm_to_harness_state_dict(state: dict[str, torch.Tensor], n_features: int,
         n_features: ``F``, the latent's feature width (EDM: types + charge); the first ``F``
             rows of ``embedding_out`` are kept.
         prefix: where the ``DenseEGNN`` sits in the target module (``net.`` in a denoiser).
+        source: where EDM's ``EGNN`` sits in ``state`` (``dynamics.egnn.``; GeoLDM's
+            autoencoder: ``vae.encoder.egnn.`` / ``vae.decoder.egnn.``).
 
     Raises:
         ValueError: a key that is not part of EDM's EGNN layout, or an output layer narrower
             than ``F``.
     """
     out: dict[str, torch.Tensor] = {}
-    for key, value in _network(state).items():
+    for key, value in _network(state, source).items():
         m = re.fullmatch(r"e_block_(\d+)\.gcl_(\d+)\.(\w+\.\d+)\.(weight|bias)", key)
         if m and m.group(3) in _GCL:
             i, k, layer, kind = m.groups()
@@ -109,5 +115,5 @@ def edm_to_harness_state_dict(state: dict[str, torch.Tensor], n_features: int,
                                  f"the latent's {n_features} features")
             out[prefix + key] = value[:n_features].clone()
             continue
-        raise ValueError(f"EDM weight {EDM_PREFIX}{key} has no place in the harness's EGNN")
+        raise ValueError(f"EDM weight {source}{key} has no place in the harness's EGNN")
     return out
