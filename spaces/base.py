@@ -121,6 +121,14 @@ class Space(abc.ABC):
         none."""
         return {}
 
+    def topology_atom_counts(self, latent: LatentBatch) -> "torch.Tensor | None":
+        """``[B]`` int64 atom counts (explicit H included) of the molecules ``latent`` would
+        decode to, read from the topology alone (no geometry decoded), or None when the space
+        cannot tell the count without a full decode (the default). A conditional sampler uses
+        it to draw several vector latents per target and keep one with the requested count
+        (:mod:`harness.conditional.count`); per-atom latents fix the count by their mask."""
+        return None
+
     def fit(self, train: "MolDataset", val: "MolDataset | None" = None,
             progress: bool = True, trainer_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
         """Train the space's autoencoder on a dataset split (no-op for fixed spaces).

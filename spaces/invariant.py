@@ -360,6 +360,15 @@ class InvariantSpace(Space):
         return decode_graphs(strings, self.elements)
 
     @torch.no_grad()
+    def topology_atom_counts(self, latent: LatentBatch) -> torch.Tensor:
+        """``[B]`` atom counts (with H) of the graphs ``z_topo`` decodes to: greedy SELFIES and
+        RDKit hydrogens only, no conformer or geometry network; equal to what :meth:`decode`
+        returns (an invalid topology counts its one carbon)."""
+        z_topo = latent.h[:, : self.topo_width].to(next(self.topology.parameters()).dtype)
+        return torch.tensor([len(g.numbers) for g in self._decode_graphs(self._greedy(z_topo))],
+                            dtype=torch.long)
+
+    @torch.no_grad()
     def decode(self, latent: LatentBatch, refine: bool = True) -> MolBatch:
         """Latents ``[B, topo_width + geo_width]`` -> molecules with explicit H, bonds (from
         the topology), formal charges and decoded coordinates (Å).

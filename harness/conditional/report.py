@@ -54,10 +54,17 @@ def conditional_table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
              if any(p in per for per in results.values())] or list(CONDITIONAL_PROPERTIES)
     first = {p: next(per[p] for per in results.values() if p in per) for p in props} \
         if results else {}
+    counts = {model: next((r["count"] for r in per.values() if r.get("count")), None)
+              for model, per in results.items()}
+    k = max([c["count_candidates"] for c in counts.values() if c and c.get("kind") == "vector"],
+            default=1)          # the samples' K (a prior control is one draw)
+    count_col = any(counts.values())
     head = "| MAE | " + " | ".join(f"{p} ({REPORT_UNITS[p][1]})" for p in props) + " |"
-    lines = [head, "|---" * (len(props) + 1) + "|"]
+    if count_col:
+        head += f" atom count hit (samples: K = {k}) |"
+    lines = [head, "|---" * (len(props) + 1 + count_col) + "|"]
 
-    def row(name, values, cis=None):
+    def row(name, values, cis=None, model=None):
         cells = []
         for p in props:
             ci = (cis or {}).get(p)
@@ -68,13 +75,15 @@ def conditional_table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
                 if atoms is not None and ci[1] < atoms:
                     cell += " ✓"       # beats #Atoms: the whole interval lies below it
             cells.append(cell)
+        if count_col:
+            cells.append(_count_cell(counts.get(model)))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
 
     row("Naive, ours (upper bound)", {p: first[p]["baselines"]["naive"] for p in first})
     row("#Atoms, ours", {p: first[p]["baselines"]["atoms"] for p in first})
     for model, per in results.items():
         row(f"**{model}**", {p: r["report"]["mae"] for p, r in per.items()},
-            {p: r["report"].get("mae_ci") for p, r in per.items()})
+            {p: r["report"].get("mae_ci") for p, r in per.items()}, model)
         if any("groups" in r["report"] and len(r["report"]["groups"]) > 1 for r in per.values()):
             for g in ("in", "ood_low", "ood_high"):
                 grouped = {p: r["report"]["groups"].get(g, {}) for p, r in per.items() if "groups" in r["report"]}
@@ -84,6 +93,16 @@ def conditional_table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
     for name, vals in PUBLISHED_MAE.items():
         row(f"*{name}, published*", vals)
     return "\n".join(lines)
+
+
+def _count_cell(count: dict[str, Any] | None) -> str:
+    """The share of a row's molecules with their requested atom count ("1 (mask)" for a
+    per-atom latent, whose mask sets the count by construction)."""
+    if not count or count.get("hit_rate") is None:
+        return "–"
+    if count.get("by_construction"):
+        return f"{count['hit_rate']:.2f} (mask)"
+    return f"{count['hit_rate']:.2f}"
 
 
 def predictor_table(metas: Sequence[dict[str, Any]]) -> str:
@@ -140,7 +159,10 @@ def conditional_section(root: Path, spaces: list[str]) -> list[str]:
              f"MAE between the property predicted for each generated molecule and the value "
              f"requested for it (every molecule scored, valid or not, as EDM does), with its "
              f"95 % bootstrap interval over molecules; ✓ = the whole interval lies below the "
-             f"#Atoms baseline. Each space's control is its prior (decoded noise) and its "
+             f"#Atoms baseline. Atom count hit: the share of molecules with the atom count "
+             f"their target asked for (per-atom latents: 1 by construction, their mask sets it; "
+             f"vector latents: K latents drawn per target, the first with the requested count "
+             f"kept, else the nearest; `conditional.count_candidates`). Each space's control is its prior (decoded noise) and its "
              f"ceiling the predictor on its reconstructions of generator-half molecules "
              f"against their own values. Targets: `{_protocol(root, spaces)}` protocol. Predictor "
              f"`{pred['fingerprint']}` ({pred['size']} size): MAE on Db {pred['db_mae']:.3g} "

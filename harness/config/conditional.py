@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.errors import ConfigError
+
 __all__ = ["ConditionalConfig"]
 
 
@@ -24,6 +26,11 @@ class ConditionalConfig:
         atom_count_context: vector-latent generators also see the target's atom count
             (``edm`` targets carry one; per-atom latents get it through their mask), so
             both kinds of space are given what EDM gives its generator.
+        count_candidates: K, the latents drawn per target by a vector-latent space that can
+            read its atom count from the topology alone (``Space.topology_atom_counts``):
+            the first whose count equals the requested one is kept, else the nearest, and
+            only that one is decoded (:mod:`harness.conditional.count`). 1 = one draw, no
+            selection (the unconditional path's behaviour); ``edm`` targets only.
     """
 
     property: str = ""          # "" = the generator's (single) context property
@@ -34,3 +41,10 @@ class ConditionalConfig:
     predictor_options: dict[str, Any] = field(default_factory=dict)
     guidance_scales: list[float] = field(default_factory=list)
     atom_count_context: bool = False
+    count_candidates: int = 1
+
+    def __post_init__(self) -> None:
+        k = self.count_candidates
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise ConfigError(f"config key 'conditional.count_candidates' must be an integer "
+                              f">= 1, got {k!r}")

@@ -73,13 +73,10 @@ def targets_for(study: StudyContext, n: int):
 
 def run_conditional(study: StudyContext, name: str, space: Any, directory: Path) -> dict[str, Any]:
     """The ``conditional`` stage: MAE of the samples (and of the prior control) against the
-    requested values, with the baselines; the guidance sweep when scales are configured."""
-    from harness.conditional.protocol import (
-        evaluate_conditional,
-        get_predictor,
-        guidance_sweep,
-        sample_conditional,
-    )
+    requested values, with the baselines, and how often each hit its requested atom count;
+    the guidance sweep when scales are configured (sampled with the same count constraint)."""
+    from harness.conditional.count import count_record, sample_with_count
+    from harness.conditional.protocol import evaluate_conditional, get_predictor, guidance_sweep
     from harness.conditional.report import plot_guidance_sweep
     from harness.results.state import load_molbatch
     from harness.study.controls import prior_latents
@@ -89,24 +86,37 @@ def run_conditional(study: StudyContext, name: str, space: Any, directory: Path)
     predictor = get_predictor(prop, dataset=predictor_dataset(study), size=c.predictor_size,
                               overrides=c.predictor_options or None, progress=study.progress)
     targets = load_targets(directory / "targets.npz")
-    result = evaluate_conditional(load_molbatch(directory / "samples.pt"), targets, predictor)
+    samples = load_molbatch(directory / "samples.pt")
+    result = evaluate_conditional(samples, targets, predictor)
     gen = study.load_generator(name)
+    kind = gen.spec.kind
+    result["count"] = count_record(samples, targets, kind, c.count_candidates)
     prior = space.decode(prior_latents(gen, len(targets), study.config.seed))
-    out: dict[str, Any] = {"samples": result,
-                           "prior": evaluate_conditional(prior, targets, predictor),
+    prior_result = evaluate_conditional(prior, targets, predictor)
+    prior_result["count"] = count_record(prior, targets, kind, 1)
+    out: dict[str, Any] = {"samples": result, "prior": prior_result,
                            "reconstruction": reconstruction_ceiling(study, space, prop, len(targets),
                                                                     predictor)}
     if c.guidance_scales:
         s = study.config.sampling
         table = study.context_table(list(gen.config.context))
-        rows = guidance_sweep(lambda w: sample_conditional(
-            gen, space, targets, table[1], w, sampler=s.sampler, steps=s.steps, eta=s.eta,
-            seed=study.config.seed, batch_size=s.batch_size, progress=False),
-            targets, predictor, c.guidance_scales)
-        out["guidance"] = [{k: v for k, v in r.items() if k != "result"} for r in rows]
+        hits: list[Any] = []
+
+        def sample(w: float):
+            batch, _ = sample_with_count(gen, space, targets, table[1], w, c.count_candidates,
+                                         sampler=s.sampler, steps=s.steps, eta=s.eta,
+                                         seed=study.config.seed, batch_size=s.batch_size,
+                                         progress=False)
+            hits.append(count_record(batch, targets, kind, c.count_candidates)["hit_rate"])
+            return batch
+
+        rows = guidance_sweep(sample, targets, predictor, c.guidance_scales)
+        out["guidance"] = [{**{k: v for k, v in r.items() if k != "result"}, "count_hit_rate": h}
+                           for r, h in zip(rows, hits)]
         plot_guidance_sweep(rows, study.root / "plots" / f"guidance_{name}.png", prop)
     atomic_write_json(directory / "conditional.json", out)
-    return {"mae": result["report"].get("mae"), "property": prop}
+    return {"mae": result["report"].get("mae"), "property": prop,
+            "count_hit_rate": result["count"]["hit_rate"]}
 
 
 def reconstruction_ceiling(study: StudyContext, space: Any, prop: str, n: int, predictor) -> dict[str, Any]:

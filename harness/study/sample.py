@@ -47,8 +47,9 @@ def sample_space(study: StudyContext, name: str, space: Any, directory: Path, n:
                   seed=study.config.seed, batch_size=s.batch_size, progress=study.progress)
     extra: dict[str, Any] = {}
     t0 = time.perf_counter()
+    count: dict[str, Any] | None = None
     if single:
-        decoded, extra = _conditional(study, gen, space, table, n, kwargs, directory, out_name)
+        decoded, extra, count = _conditional(study, gen, space, table, n, kwargs, directory, out_name)
         t_sample, t_decode = time.perf_counter() - t0, 0.0
     else:
         context = None
@@ -70,24 +71,33 @@ def sample_space(study: StudyContext, name: str, space: Any, directory: Path, n:
             save_latents(latent, directory / "samples.latents.pt")
     stats = dict(getattr(gen, "last_sample_stats", {}) or {})
     _write(study, name, decoded, directory, out_name, kwargs["sampler"], stats.get("nfe"), extra)
-    return {"n": len(decoded), "seconds_sampling": round(t_sample, 2),
+    info = {"n": len(decoded), "seconds_sampling": round(t_sample, 2),
             "seconds_decoding": round(t_decode, 2), "sampler": kwargs["sampler"],
             "steps": kwargs["steps"], "nfe": stats.get("nfe")}
+    if count is not None:   # K latents per target selected on atom count (harness/conditional/count.py)
+        info["count"] = count
+    return info
 
 
 def _conditional(study, gen, space, table, n, kwargs, directory: Path, out_name: str):
-    """EDM's protocol: decoded molecules for targets drawn from the generator half, the
-    targets saved beside them; returns ``(decoded, per-record SDF fields)``."""
-    from harness.conditional.protocol import sample_conditional
+    """EDM's protocol: decoded molecules for targets drawn from the generator half (up to
+    ``conditional.count_candidates`` latents per target, selected on atom count), the
+    targets saved beside them; returns ``(decoded, per-record SDF fields, count info)``."""
+    from harness.conditional.count import count_record, sample_with_count
     from harness.study.conditional import save_targets, targets_for
 
     targets = targets_for(study, n)
-    decoded = sample_conditional(gen, space, targets, table[1], study.config.sampling.guidance_scale,
-                                 **kwargs)
+    k = study.config.conditional.count_candidates
+    decoded, info = sample_with_count(gen, space, targets, table[1],
+                                      study.config.sampling.guidance_scale, k, **kwargs)
     decoded.props = torch.as_tensor(targets.values, dtype=torch.float32)[:, None]
     save_targets(targets, directory / f"{out_name}.targets.npz" if out_name != "samples"
                  else directory / "targets.npz")
-    return decoded, {targets.prop: targets.values.tolist(), "target_group": targets.groups.tolist()}
+    extra = {targets.prop: targets.values.tolist(), "target_group": targets.groups.tolist()}
+    if targets.n_atoms is not None:
+        extra["target_n_atoms"] = [int(c) for c in targets.n_atoms]
+    info.update(count_record(decoded, targets, gen.spec.kind, k))
+    return decoded, extra, info
 
 
 def _write(study, name: str, decoded, directory: Path, out_name: str, sampler: str, nfe,
