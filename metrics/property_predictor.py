@@ -17,6 +17,10 @@ Units: inputs in Å; predictions in the dataset's units of the property (QM9 fro
 ``alpha`` bohr^3, ``homo``/``lumo``/``gap`` Ha, ``mu`` D, ``Cv`` cal/(mol K)).
 Weights are a plain tensor state dict (``torch.save``), read back with
 ``torch.load(weights_only=True)``; the configuration and normalisation travel in JSON.
+
+A second family (``PredictorConfig.family = "schnet"``: :mod:`metrics.schnet_predictor`,
+continuous-filter convolutions on interatomic distances) trains, predicts and saves through
+the same functions, so a conditional table can be judged twice (:data:`PREDICTOR_FAMILIES`).
 """
 from __future__ import annotations
 
@@ -37,8 +41,12 @@ from harness.core.io import atomic_path, atomic_write_json
 from harness.core.nn import DenseEGNN, tune_cpu_allocator
 from harness.core.types import MolBatch
 
-__all__ = ["PREDICTOR_VERSION", "PredictorConfig", "PropertyPredictor", "fit_predictor",
-           "predict", "predict_batch", "save_predictor", "load_predictor", "mean_mad"]
+__all__ = ["PREDICTOR_FAMILIES", "PREDICTOR_VERSION", "PredictorConfig", "PropertyPredictor",
+           "build_predictor", "fit_predictor", "predict", "predict_batch", "save_predictor",
+           "load_predictor", "mean_mad"]
+
+#: predictor families (network kinds) that train through :func:`fit_predictor`
+PREDICTOR_FAMILIES = ("egnn", "schnet")
 
 #: bump when the network, features or training loop change: cached predictors become stale.
 PREDICTOR_VERSION = 1
@@ -49,7 +57,9 @@ class PredictorConfig:
     """Size and training recipe of a predictor (EDM's defaults).
 
     Attributes:
-        hidden / layers / attention: EGNN width, message-passing layers, attention gate.
+        family: ``egnn`` (EDM's evaluator) or ``schnet`` (the second judge).
+        hidden / layers / attention: width, message-passing (interaction) layers, attention
+            gate (EGNN only).
         epochs / batch_size / lr / weight_decay: Adam + cosine annealing over ``epochs``.
         max_train: cap on training molecules (first ones of a seeded shuffle; None = all).
         max_val: cap on validation molecules used for model selection (None = all).
@@ -70,6 +80,7 @@ class PredictorConfig:
     eval_every: int = 1
     seed: int = 0
     device: str = "cpu"
+    family: str = "egnn"
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "PredictorConfig":
@@ -80,6 +91,9 @@ class PredictorConfig:
         cfg = cls(**values)
         if min(cfg.hidden, cfg.layers, cfg.epochs, cfg.batch_size, cfg.eval_every) < 1:
             raise ValueError(f"predictor config: sizes must be >= 1, got {asdict(cfg)}")
+        if cfg.family not in PREDICTOR_FAMILIES:
+            raise ValueError(f"predictor config: family {cfg.family!r} is not one of "
+                             f"{list(PREDICTOR_FAMILIES)}")
         return cfg
 
     def to_dict(self) -> dict[str, Any]:
@@ -101,6 +115,8 @@ class PropertyPredictor(nn.Module):
         mean / mad: target normalisation, dataset units (stored as buffers).
     """
 
+    family = "egnn"
+
     def __init__(self, n_types: int, hidden: int = 128, layers: int = 7,
                  attention: bool = True, mean: float = 0.0, mad: float = 1.0):
         super().__init__()
@@ -113,6 +129,11 @@ class PropertyPredictor(nn.Module):
                                        nn.Linear(hidden, 1))
         self.register_buffer("mean", torch.tensor(float(mean)))
         self.register_buffer("mad", torch.tensor(float(mad)))
+
+    def network_args(self) -> dict[str, Any]:
+        """Constructor arguments saved beside the weights (``predictor.json``)."""
+        return {"n_types": self.n_types, "hidden": self.egnn.hidden, "layers": len(self.egnn.blocks),
+                "attention": self.egnn.blocks[0].gcls[0].att is not None}
 
     def normalised(self, atom_types: torch.Tensor, pos: torch.Tensor, mask: torch.Tensor
                    ) -> torch.Tensor:
@@ -134,6 +155,20 @@ class PropertyPredictor(nn.Module):
         z = self.normalised(batch.atom_types.to(dev), batch.pos.to(dev, torch.float32),
                             batch.mask.to(dev))
         return z * self.mad + self.mean
+
+
+def build_predictor(network: dict[str, Any], mean: float = 0.0, mad: float = 1.0) -> nn.Module:
+    """A predictor network from its saved arguments (:meth:`network_args`; no ``family``
+    = EGNN, as written before the second family existed)."""
+    args = {k: v for k, v in network.items() if k != "family"}
+    family = network.get("family", "egnn")
+    if family == "schnet":
+        from metrics.schnet_predictor import SchNetPredictor
+
+        return SchNetPredictor(**args, mean=mean, mad=mad)
+    if family != "egnn":
+        raise ValueError(f"unknown predictor family {family!r}; families: {list(PREDICTOR_FAMILIES)}")
+    return PropertyPredictor(**args, mean=mean, mad=mad)
 
 
 def mean_mad(values: np.ndarray) -> tuple[float, float]:
@@ -209,8 +244,10 @@ def fit_predictor(train, val, prop: str, config: PredictorConfig,
     val, y_val = _finite_subset(val, prop, config.max_val, config.seed + 1)
     mean, mad = mean_mad(y_val)
     torch.manual_seed(config.seed)
-    model = PropertyPredictor(len(train.elements), config.hidden, config.layers,
-                              config.attention, mean, mad).to(dev)
+    network = {"n_types": len(train.elements), "hidden": config.hidden, "layers": config.layers}
+    if config.family == "egnn":
+        network["attention"] = config.attention
+    model = build_predictor({**network, "family": config.family}, mean, mad).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.epochs)
     rng = np.random.default_rng(config.seed)
@@ -276,8 +313,7 @@ def save_predictor(directory: str | Path, model: PropertyPredictor, meta: dict[s
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(directory / "weights.pt", ".pt") as tmp:
         torch.save(state, tmp)
-    net = {"n_types": model.n_types, "hidden": model.egnn.hidden,
-           "layers": len(model.egnn.blocks), "attention": model.egnn.blocks[0].gcls[0].att is not None}
+    net = model.network_args()
     atomic_write_json(directory / "predictor.json", {**meta, "network": net,
                                                      "predictor_version": PREDICTOR_VERSION})
     return directory
@@ -295,8 +331,7 @@ def load_predictor(directory: str | Path, device: str = "cpu"
     if meta.get("predictor_version") != PREDICTOR_VERSION:
         raise ValueError(f"{meta_path}: predictor version {meta.get('predictor_version')} != "
                          f"{PREDICTOR_VERSION} (retrain it)")
-    net = meta["network"]
-    model = PropertyPredictor(net["n_types"], net["hidden"], net["layers"], net["attention"])
+    model = build_predictor(meta["network"])
     state = torch.load(weights, map_location="cpu", weights_only=True)
     model.load_state_dict(state)
     model.eval()

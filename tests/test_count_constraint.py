@@ -171,8 +171,11 @@ def test_a_tiny_conditional_study_hits_more_counts_with_k_candidates(tmp_path, m
     count = out["samples"]["count"]
     assert count["count_candidates"] == 4 and count["kind"] == "vector" and count["n"] == 16
     assert out["prior"]["count"]["count_candidates"] == 1
+    # both judges (the default conditional.judges) score every row
+    assert out["judges"] == ["egnn", "schnet"] and "schnet" in out["samples"]["judges"]
+    assert set(out["fitted_judges"]) == {"samples", "prior", "reconstruction"}
     report = (study.root / "report.md").read_text()
-    assert "atom count hit (samples: K = 4)" in report
+    assert "atom count hit (samples: K = 4)" in report and "alpha (Bohr^3), schnet judge" in report
     row = next(line for line in report.splitlines() if line.startswith("| **invariant**"))
     assert row.rstrip(" |").endswith(f"{count['hit_rate']:.2f}")
 

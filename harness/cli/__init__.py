@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--predictor-size", default="cpu", help="with --condition: cpu, edm or tiny")
     p.add_argument("--predictor-data", help="with --condition: predictor data (default qm9)")
     p.add_argument("--cache-dir", help="with --condition: cache root of the predictors")
+    p.add_argument("--leaderboard", metavar="OUT",
+                   help="also write the leaderboard row (JSON Lines, schema "
+                        "harness/report/leaderboard.schema.json) of the scored file to OUT")
 
     p = sub.add_parser("predictor", help="train (or list) the cached property predictors of "
                                          "conditional generation (EDM protocol)")
@@ -69,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="qm9 (default) or an SDF with QM9 property fields")
     p.add_argument("--cache-dir", help="cache root (default $L3DG_CACHE_DIR or the user cache)")
     p.add_argument("--retrain", action="store_true", help="ignore a cached predictor")
+    p.add_argument("--judge", choices=("egnn", "schnet"), default=None,
+                   help="predictor family: egnn (EDM's evaluator, default) or schnet (the "
+                        "second judge of conditional tables)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("check-space", help="run the space conformance checks on a built-in or "
@@ -106,6 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="(re)write report.md and plots of a study directory")
     p.add_argument("run_dir")
+
+    p = sub.add_parser("export", help="export a finished study's results in another format "
+                                      "(leaderboard: one versioned JSON row per space)")
+    p.add_argument("run_dir")
+    p.add_argument("--format", default="leaderboard", choices=("leaderboard",),
+                   help="leaderboard: JSON Lines, schema harness/report/leaderboard.schema.json")
+    p.add_argument("--out", help="output file (default: RUN_DIR/leaderboard.jsonl)")
 
     p = sub.add_parser("sweep", help="run Optuna trials over the latent-space factors "
                                      "(start several workers on one --storage to scale out)")

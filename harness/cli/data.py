@@ -154,6 +154,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
               f"metric (counted in input.scored_fraction); first: {degenerate[0]}")
     if args.out:
         print(f"\nwrote {args.out}")
+    if args.leaderboard:
+        from harness.report.leaderboard import eval_row, write_checked
+
+        reference_ds = None
+        if reference:
+            from harness.core.data import load_source
+
+            reference_ds = load_source(reference)
+        write_checked([eval_row(result, reference_ds)], args.leaderboard)
+        print(f"wrote the leaderboard row to {args.leaderboard}")
     return 0
 
 
@@ -200,7 +210,7 @@ def cmd_predictor(args: argparse.Namespace) -> int:
     props = args.properties or list(CONDITIONAL_PROPERTIES)
     metas = [get_predictor(p, data, size=args.size, overrides=parse_overrides(args.set or []),
                            cache_dir=args.cache_dir, retrain=args.retrain,
-                           progress=not args.quiet).meta for p in props]
+                           progress=not args.quiet, family=args.judge).meta for p in props]
     print(predictor_table(metas))
     return 0
 

@@ -54,6 +54,11 @@ class TrainedPredictor:
         return tuple(self.meta["elements"])
 
     @property
+    def family(self) -> str:
+        """The network family (``egnn``: EDM's evaluator; ``schnet``: the second judge)."""
+        return str(self.meta["config"].get("family", "egnn"))
+
+    @property
     def db_mae(self) -> float:
         """The predictor's own MAE on Db (dataset units): the table's QM9 lower bound."""
         return float(self.meta["db"]["qm9"])
@@ -109,14 +114,17 @@ def predictor_fingerprint(dataset, halves_info: dict[str, Any], prop: str, confi
     from harness.core.data.base import fingerprint_of
     from metrics.property_predictor import PREDICTOR_VERSION
 
-    recipe = {k: v for k, v in config.to_dict().items() if k != "device"}
+    # ``family`` enters only when not the EGNN, so EGNN predictors keep their fingerprints
+    recipe = {k: v for k, v in config.to_dict().items()
+              if k != "device" and not (k == "family" and v == "egnn")}
     return fingerprint_of({"dataset": dataset.fingerprint, "halves": halves_info["checksum"],
                            "property": prop, "config": recipe, "version": PREDICTOR_VERSION})
 
 
 def get_predictor(prop: str, dataset=None, size: str = "cpu",
                   overrides: dict[str, Any] | None = None, cache_dir: str | Path | None = None,
-                  retrain: bool = False, progress: bool = False) -> TrainedPredictor:
+                  retrain: bool = False, progress: bool = False,
+                  family: str | None = None) -> TrainedPredictor:
     """The evaluator for ``prop``: loaded from the cache, or trained (on Da), selected (on
     the validation split), scored on Db with the baselines, and cached.
 
@@ -127,6 +135,8 @@ def get_predictor(prop: str, dataset=None, size: str = "cpu",
         size / overrides: :data:`PREDICTOR_SIZES` key and config overrides.
         cache_dir: cache root (default ``$L3DG_CACHE_DIR`` or the user cache dir).
         retrain: ignore a cached predictor.
+        family: ``egnn`` or ``schnet`` (a second judge; same halves, code path and cache);
+            default: the overrides' ``family``, else ``egnn``.
     """
     from harness.core.data.base import default_cache_dir
     from harness.core.data.halves import property_halves
@@ -141,10 +151,12 @@ def get_predictor(prop: str, dataset=None, size: str = "cpu",
     dataset = dataset if dataset is not None else load_predictor_data()
     if prop not in dataset.prop_names:
         raise KeyError(f"{dataset.name}: no property {prop!r}; properties: {list(dataset.prop_names)}")
-    config = predictor_config(size, overrides)
+    family = family or (overrides or {}).get("family", "egnn")
+    config = predictor_config(size, {**(overrides or {}), "family": family})
     halves, hinfo = property_halves(dataset)
     fp = predictor_fingerprint(dataset, hinfo, prop, config)
-    directory = Path(cache_dir or default_cache_dir()) / "predictors" / f"{prop}-{fp}"
+    label = prop if family == "egnn" else f"{prop}-{family}"
+    directory = Path(cache_dir or default_cache_dir()) / "predictors" / f"{label}-{fp}"
     if not retrain and (directory / "predictor.json").exists():
         try:
             model, meta = load_predictor(directory, config.device if config.device != "auto" else "cpu")
@@ -152,7 +164,7 @@ def get_predictor(prop: str, dataset=None, size: str = "cpu",
                 return TrainedPredictor(prop, model, meta, directory)
         except (OSError, ValueError, KeyError, RuntimeError) as err:
             log.warning("predictor cache %s unusable (%s); retraining", directory, err)
-    log.info("training the %s predictor (%s size) on %d molecules -> %s", prop, size,
+    log.info("training the %s %s predictor (%s size) on %d molecules -> %s", prop, family, size,
              len(halves["Da"]), directory)
     model, history = fit_predictor(halves["Da"], dataset.split("val"), prop, config,
                                    progress=progress)
@@ -333,6 +345,7 @@ def evaluate_predictions(pred, targets: np.ndarray, predictor: TrainedPredictor,
         "score": score, "report": report,
         "baselines": {k: to_report_units(prop, v) for k, v in predictor.meta["db"].items()},
         "predictor": {"path": str(predictor.path), "fingerprint": predictor.meta["fingerprint"],
+                      "family": predictor.family,
                       "size": predictor.meta["size"], "db_mae": to_report_units(prop, predictor.db_mae),
                       "val_mae": to_report_units(prop, predictor.meta["training"]["best_val_mae"])},
         "published": {row: vals.get(prop) for row, vals in PUBLISHED_MAE.items()},

@@ -47,51 +47,80 @@ def _fmt(v) -> str:
 def conditional_table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
     """Markdown MAE table (EDM Table 3 layout, report units): ours — Naive, #Atoms, each
     model, QM9 — then the published rows. ``results``: model name -> property -> result
-    record (:func:`evaluate_conditional`)."""
+    record (:func:`evaluate_conditional`, or a judged one from
+    :func:`harness.conditional.judges.evaluate_judged`: then one column per property and
+    judge, each beside that judge's own Db MAE in the QM9 row, and a row below a judge's own
+    Db error is flagged ⚠). A column for the atom-count hit rate when records carry it."""
+    from harness.conditional.judges import FLAG, FLAG_TEXT, judge_records
     from metrics.conditional import CONDITIONAL_PROPERTIES, PUBLISHED_MAE, REPORT_UNITS
 
     props = [p for p in CONDITIONAL_PROPERTIES
              if any(p in per for per in results.values())] or list(CONDITIONAL_PROPERTIES)
     first = {p: next(per[p] for per in results.values() if p in per) for p in props} \
         if results else {}
+    judges = list(dict.fromkeys(j for per in results.values() for r in per.values()
+                                for j in judge_records(r))) or ["egnn"]
+    cols = [(p, j) for p in props for j in judges]
+    by_judge = {p: judge_records(r) for p, r in first.items()}
     counts = {model: next((r["count"] for r in per.values() if r.get("count")), None)
               for model, per in results.items()}
     k = max([c["count_candidates"] for c in counts.values() if c and c.get("kind") == "vector"],
             default=1)          # the samples' K (a prior control is one draw)
     count_col = any(counts.values())
-    head = "| MAE | " + " | ".join(f"{p} ({REPORT_UNITS[p][1]})" for p in props) + " |"
+    two = len(judges) > 1
+    head = "| MAE | " + " | ".join(f"{p} ({REPORT_UNITS[p][1]})" + (f", {j} judge" if two else "")
+                                   for p, j in cols) + " |"
     if count_col:
         head += f" atom count hit (samples: K = {k}) |"
-    lines = [head, "|---" * (len(props) + 1 + count_col) + "|"]
+    lines = [head, "|---" * (len(cols) + 1 + count_col) + "|"]
+    flagged_any = False
 
-    def row(name, values, cis=None, model=None):
-        cells = []
-        for p in props:
-            ci = (cis or {}).get(p)
-            cell = _fmt(values.get(p))
+    def base(p, j, key):
+        return by_judge.get(p, {}).get(j, {}).get("baselines", {}).get(key)
+
+    def row(name, values, cis=None, model=None, flag=False):
+        nonlocal flagged_any
+        cells, flagged = [], False
+        for col in cols:
+            ci, value = (cis or {}).get(col), values.get(col)
+            cell = _fmt(value)
             if ci:
                 cell += f" [{_fmt(ci[0])}, {_fmt(ci[1])}]"
-                atoms = first.get(p, {}).get("baselines", {}).get("atoms")
+                atoms = base(*col, "atoms")
                 if atoms is not None and ci[1] < atoms:
                     cell += " ✓"       # beats #Atoms: the whole interval lies below it
+            own = base(*col, "qm9")
+            if flag and value is not None and own is not None and value < own:
+                cell += f" {FLAG}"     # below the judge's own error on real molecules
+                flagged = True
             cells.append(cell)
         if count_col:
             cells.append(_count_cell(counts.get(model)))
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        flagged_any |= flagged
+        lines.append(f"| {name}{' ' + FLAG if flagged else ''} | " + " | ".join(cells) + " |")
 
-    row("Naive, ours (upper bound)", {p: first[p]["baselines"]["naive"] for p in first})
-    row("#Atoms, ours", {p: first[p]["baselines"]["atoms"] for p in first})
+    def judged(per, key, group=None):
+        out = {}
+        for (p, j) in cols:
+            rec = judge_records(per[p]).get(j) if p in per else None
+            rep = (rec or {}).get("report", {})
+            rep = rep.get("groups", {}).get(group, {}) if group else rep
+            out[(p, j)] = rep.get(key)
+        return out
+
+    row("Naive, ours (upper bound)", {c: base(*c, "naive") for c in cols})
+    row("#Atoms, ours", {c: base(*c, "atoms") for c in cols})
     for model, per in results.items():
-        row(f"**{model}**", {p: r["report"]["mae"] for p, r in per.items()},
-            {p: r["report"].get("mae_ci") for p, r in per.items()}, model)
+        row(f"**{model}**", judged(per, "mae"), judged(per, "mae_ci"), model, flag=True)
         if any("groups" in r["report"] and len(r["report"]["groups"]) > 1 for r in per.values()):
             for g in ("in", "ood_low", "ood_high"):
-                grouped = {p: r["report"]["groups"].get(g, {}) for p, r in per.items() if "groups" in r["report"]}
-                row(f"{model} [{g}]", {p: v.get("mae") for p, v in grouped.items()},
-                    {p: v.get("mae_ci") for p, v in grouped.items()})
-    row("QM9, ours (lower bound = predictor on Db)", {p: first[p]["baselines"]["qm9"] for p in first})
-    for name, vals in PUBLISHED_MAE.items():
-        row(f"*{name}, published*", vals)
+                row(f"{model} [{g}]", judged(per, "mae", g), judged(per, "mae_ci", g), flag=True)
+    row("QM9, ours (lower bound = the judge on Db)" if two else
+        "QM9, ours (lower bound = predictor on Db)", {c: base(*c, "qm9") for c in cols})
+    for name, vals in PUBLISHED_MAE.items():   # EDM's evaluator: beside the first judge only
+        row(f"*{name}, published*", {(p, j): vals.get(p) for p, j in cols if j == judges[0]})
+    if flagged_any:
+        lines += ["", f"{FLAG} {FLAG_TEXT}."]
     return "\n".join(lines)
 
 
@@ -110,7 +139,7 @@ def predictor_table(metas: Sequence[dict[str, Any]]) -> str:
     baselines and the published ones, in report units."""
     from metrics.conditional import PUBLISHED_MAE, REPORT_UNITS, to_report_units
 
-    lines = ["| property | size | val MAE | Db MAE (QM9 row) | Naive | #Atoms | published QM9 / "
+    lines = ["| property | judge, size | val MAE | Db MAE (QM9 row) | Naive | #Atoms | published QM9 / "
              "Naive / #Atoms | epochs | train s | mol/s | fingerprint |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for m in metas:
@@ -120,7 +149,7 @@ def predictor_table(metas: Sequence[dict[str, Any]]) -> str:
         pub = " / ".join(_fmt(PUBLISHED_MAE[k].get(p)) for k in
                          ("QM9 (lower bound)", "Naive (upper bound)", "#Atoms"))
         t = m["training"]
-        lines.append(f"| {p} ({unit}) | {m['size']} | {r(t['best_val_mae'])} | {r(m['db']['qm9'])} "
+        lines.append(f"| {p} ({unit}) | {m['config'].get('family', 'egnn')} {m['size']} | {r(t['best_val_mae'])} | {r(m['db']['qm9'])} "
                      f"| {r(m['db']['naive'])} | {r(m['db']['atoms'])} | {pub} | "
                      f"{m['config']['epochs']} | {t['seconds']:.0f} | {t['molecules_per_second']:.0f} "
                      f"| {m['fingerprint']} |")
@@ -153,8 +182,12 @@ def conditional_section(root: Path, spaces: list[str]) -> list[str]:
                 results[f"{name} reconstruction (ceiling)"] = {prop: data["reconstruction"]}
     if not results:
         return []
+    from harness.conditional.judges import judge_records
+
     first = next(iter(results.values()))
-    pred = next(iter(first.values()))["predictor"]
+    judged = judge_records(next(iter(first.values())))
+    preds = "; ".join(f"{j} `{r['predictor']['fingerprint']}` ({r['predictor']['size']} size): "
+                      f"MAE on Db {r['predictor']['db_mae']:.3g}" for j, r in judged.items())
     lines = ["## Conditional generation", "",
              f"MAE between the property predicted for each generated molecule and the value "
              f"requested for it (every molecule scored, valid or not, as EDM does), with its "
@@ -162,11 +195,13 @@ def conditional_section(root: Path, spaces: list[str]) -> list[str]:
              f"#Atoms baseline. Atom count hit: the share of molecules with the atom count "
              f"their target asked for (per-atom latents: 1 by construction, their mask sets it; "
              f"vector latents: K latents drawn per target, the first with the requested count "
-             f"kept, else the nearest; `conditional.count_candidates`). Each space's control is its prior (decoded noise) and its "
-             f"ceiling the predictor on its reconstructions of generator-half molecules "
-             f"against their own values. Targets: `{_protocol(root, spaces)}` protocol. Predictor "
-             f"`{pred['fingerprint']}` ({pred['size']} size): MAE on Db {pred['db_mae']:.3g} "
-             f"(the QM9 row).", "", conditional_table(results), ""]
+             f"kept, else the nearest; `conditional.count_candidates`). Each space's control is "
+             f"its prior (decoded noise) and its ceiling the judge on its reconstructions of "
+             f"generator-half molecules against their own values. Targets: "
+             f"`{_protocol(root, spaces)}` protocol. Judges (`conditional.judges`, each trained "
+             f"on Da; its MAE on Db is its QM9 row): {preds}. ⚠ marks a MAE below that judge's "
+             f"own error on real molecules (the judge is being fitted, not the property).",
+             "", conditional_table(results), ""]
     for name in spaces:
         img = root / "plots" / f"guidance_{name}.png"
         if img.exists():

@@ -8,7 +8,11 @@ from typing import Any
 
 from harness.errors import ConfigError
 
-__all__ = ["ConditionalConfig"]
+__all__ = ["ConditionalConfig", "JUDGES"]
+
+#: property-predictor families a conditional table is judged by (the names of
+#: ``metrics.property_predictor.PREDICTOR_FAMILIES``, repeated so a config loads without torch)
+JUDGES = ("egnn", "schnet")
 
 
 @dataclass
@@ -31,6 +35,10 @@ class ConditionalConfig:
             the first whose count equals the requested one is kept, else the nearest, and
             only that one is decoded (:mod:`harness.conditional.count`). 1 = one draw, no
             selection (the unconditional path's behaviour); ``edm`` targets only.
+        judges: the predictor families that score every conditional row (the first is the
+            primary judge: ``conditional.json``'s records and the guidance sweep); each is
+            trained on ``Da`` through the same code and cache (:data:`JUDGES`;
+            :mod:`harness.conditional.judges`).
     """
 
     property: str = ""          # "" = the generator's (single) context property
@@ -42,9 +50,14 @@ class ConditionalConfig:
     guidance_scales: list[float] = field(default_factory=list)
     atom_count_context: bool = False
     count_candidates: int = 1
+    judges: list[str] = field(default_factory=lambda: list(JUDGES))
 
     def __post_init__(self) -> None:
         k = self.count_candidates
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
             raise ConfigError(f"config key 'conditional.count_candidates' must be an integer "
                               f">= 1, got {k!r}")
+        judges = list(self.judges)
+        if not judges or len(set(judges)) != len(judges) or not set(judges) <= set(JUDGES):
+            raise ConfigError(f"config key 'conditional.judges' must list distinct predictor "
+                              f"families of {list(JUDGES)}, got {self.judges!r}")

@@ -10,7 +10,10 @@ EDM's protocol, as LDM-3DG follows it (see :mod:`harness.conditional.protocol`):
   counts) and saved with the requested values (``targets.npz``, SDF field ``<property>``);
 * ``conditional``: the predictor's MAE between the generated molecules and the requested
   values (``conditional.json``), next to the Naive / #Atoms / QM9 baselines and the
-  predictor's own MAE on ``Db``; optionally a classifier-free-guidance sweep.
+  predictor's own MAE on ``Db``, under every judge of ``conditional.judges`` (a row below a
+  judge's own ``Db`` error is flagged: :mod:`harness.conditional.judges`); the share of
+  samples with their requested atom count; optionally a classifier-free-guidance sweep
+  (primary judge).
 
 Beside each space stand its control and its ceiling: the prior control (decoded
 generator-prior noise scored against the same targets: a generator that learned nothing
@@ -76,27 +79,32 @@ def run_conditional(study: StudyContext, name: str, space: Any, directory: Path)
     requested values, with the baselines, and how often each hit its requested atom count;
     the guidance sweep when scales are configured (sampled with the same count constraint)."""
     from harness.conditional.count import count_record, sample_with_count
-    from harness.conditional.protocol import evaluate_conditional, get_predictor, guidance_sweep
+    from harness.conditional.judges import evaluate_judged, get_judges, judge_records
+    from harness.conditional.protocol import guidance_sweep
     from harness.conditional.report import plot_guidance_sweep
     from harness.results.state import load_molbatch
     from harness.study.controls import prior_latents
 
     c = study.config.conditional
     prop = conditional_property(study.config)
-    predictor = get_predictor(prop, dataset=predictor_dataset(study), size=c.predictor_size,
-                              overrides=c.predictor_options or None, progress=study.progress)
+    judges = get_judges(prop, c.judges, dataset=predictor_dataset(study), size=c.predictor_size,
+                        overrides=c.predictor_options or None, progress=study.progress)
+    predictor = judges[c.judges[0]]
     targets = load_targets(directory / "targets.npz")
     samples = load_molbatch(directory / "samples.pt")
-    result = evaluate_conditional(samples, targets, predictor)
+    result = evaluate_judged(samples, targets, judges)
     gen = study.load_generator(name)
     kind = gen.spec.kind
     result["count"] = count_record(samples, targets, kind, c.count_candidates)
     prior = space.decode(prior_latents(gen, len(targets), study.config.seed))
-    prior_result = evaluate_conditional(prior, targets, predictor)
+    prior_result = evaluate_judged(prior, targets, judges)
     prior_result["count"] = count_record(prior, targets, kind, 1)
     out: dict[str, Any] = {"samples": result, "prior": prior_result,
                            "reconstruction": reconstruction_ceiling(study, space, prop, len(targets),
-                                                                    predictor)}
+                                                                    judges),
+                           "judges": list(judges)}
+    out["fitted_judges"] = {row: out[row]["fitted_judges"] for row in ("samples", "prior",
+                                                                         "reconstruction")}
     if c.guidance_scales:
         s = study.config.sampling
         table = study.context_table(list(gen.config.context))
@@ -116,17 +124,20 @@ def run_conditional(study: StudyContext, name: str, space: Any, directory: Path)
         plot_guidance_sweep(rows, study.root / "plots" / f"guidance_{name}.png", prop)
     atomic_write_json(directory / "conditional.json", out)
     return {"mae": result["report"].get("mae"), "property": prop,
-            "count_hit_rate": result["count"]["hit_rate"]}
+            "mae_by_judge": {f: r["report"].get("mae") for f, r in judge_records(result).items()},
+            "count_hit_rate": result["count"]["hit_rate"],
+            "fitted_judges": out["fitted_judges"]}
 
 
-def reconstruction_ceiling(study: StudyContext, space: Any, prop: str, n: int, predictor) -> dict[str, Any]:
-    """The predictor's MAE on ``space``'s reconstructions of ``n`` seeded generator-half
-    molecules against their own ``prop`` values (the conditional reconstruction ceiling)."""
-    from harness.conditional.protocol import evaluate_conditional
+def reconstruction_ceiling(study: StudyContext, space: Any, prop: str, n: int, judges) -> dict[str, Any]:
+    """The judges' MAE on ``space``'s reconstructions of ``n`` seeded generator-half
+    molecules against their own ``prop`` values (the conditional reconstruction ceiling).
+    ``judges``: ``family -> TrainedPredictor``, the primary first."""
+    from harness.conditional.judges import evaluate_judged
     from harness.study.controls import reconstruction_batch
 
     train = study.split("train")
     pick = np.sort(np.random.default_rng(study.config.seed).choice(len(train), min(n, len(train)),
                                                                   replace=False))
     values = train.packed.props[pick, train.prop_names.index(prop)].astype(np.float64)
-    return evaluate_conditional(reconstruction_batch(space, train, n, pick), values, predictor)
+    return evaluate_judged(reconstruction_batch(space, train, n, pick), values, judges)
