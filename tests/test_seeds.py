@@ -10,6 +10,7 @@ from harness.study.runner import Study
 
 def _values(path):
     rows = json.loads(path.read_text())
+    rows.pop("provenance", None)          # the results file's provenance block, not a row
     return {name: {k: v for k, v in row["values"].items()} for name, row in rows.items()}
 
 
@@ -32,7 +33,7 @@ def test_seeds_run_one_study_each_and_aggregate(tmp_path):
     rows = study.run()
     for k in (0, 1):
         sub = json.loads((study.root / f"seed-{k}" / "results.json").read_text())
-        assert set(sub) == {"reference", "raw", "flat"}
+        assert set(sub) == {"reference", "raw", "flat", "provenance"}
     raw = rows["raw"]
     assert raw["seeds"] == [0, 1]
     key = "edm.validity"

@@ -98,12 +98,32 @@ def cmd_report(args: argparse.Namespace) -> int:
     read_run_config(Path(args.run_dir))    # a clear error for a non-study / damaged directory
     from harness.report.html import write_html_report
 
+    from harness.results.manifest import write_manifest
+
     path = write_report(args.run_dir)
     html = write_html_report(args.run_dir)
+    write_manifest(args.run_dir)        # after the reports: they are artefacts too
     rows = collect_results(path.parent)
     print(results_table(rows, terminal=True))
     print(f"\nreport: {path}  (and {html.name}, offline HTML)")
     return _report_row_errors(rows)
+
+
+@command("export")
+def cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from harness.report.leaderboard import DEFAULT_NAME, study_rows, write_checked
+
+    out = Path(args.out) if args.out else Path(args.run_dir) / DEFAULT_NAME
+    rows = study_rows(args.run_dir)
+    write_checked(rows, out)
+    for row in rows:
+        q = (row["metrics"].get("quality") or {}).get("value")
+        print(f"{row['entry']['space']}: quality {q if q is not None else '–'}, "
+              f"{row['budget']['flops'] or 0:.3g} FLOPs, NFE {row['nfe']}")
+    print(f"wrote {len(rows)} row(s) ({rows[0]['schema_version'] if rows else 'none'}) to {out}")
+    return 0
 
 
 def _report_row_errors(rows) -> int:

@@ -11,6 +11,8 @@ where the results carry them, in any of these forms (absent: the verdict column 
 * ``row["intervals"]["<metric>"] = [low, high]``.
 
 Two values are *within noise* when their intervals overlap, *differ* when they do not.
+The provenance blocks (``results.json`` → ``provenance``, else ``record.json``) are compared
+too: package versions, code commit, dataset and split checksums, hardware that differ.
 
 Writes ``compare.md`` and ``compare.json`` (atomically) into ``--out`` (default: the
 current directory) and prints the markdown.
@@ -21,6 +23,8 @@ import json
 import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
+
+from harness.results.provenance import provenance_differences
 
 INTERVAL_SUFFIXES = (".ci", ".ci_low", ".ci_high")
 
@@ -120,8 +124,8 @@ def noise_verdict(intervals: Sequence[tuple[float, float] | None],
 
 # -- reading runs ---------------------------------------------------------------------------
 def load_run(run_dir: str | Path) -> dict[str, Any]:
-    """``{"path", "rows", "config", "record"}`` of a study directory; clear errors name the
-    missing file."""
+    """``{"path", "rows", "config", "record", "provenance"}`` of a study directory; clear
+    errors name the missing file."""
     import yaml
 
     root = Path(run_dir)
@@ -132,17 +136,15 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
     if not results.exists():
         raise FileNotFoundError(f"{results} is missing: the study has not finished (resume it "
                                 f"with `l3dg run --resume {root}`)")
-    try:
-        rows = json.loads(results.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{results} is not valid JSON ({err})") from None
-    if not isinstance(rows, dict):
-        raise ValueError(f"{results}: expected an object of rows per space, got {type(rows).__name__}")
+    from harness.results.provenance import read_results, run_provenance
+
+    rows, _ = read_results(results)
     cfg_path = root / "config.yaml"
     config = yaml.safe_load(cfg_path.read_text()) if cfg_path.exists() else {}
     rec_path = root / "record.json"
     record = json.loads(rec_path.read_text()) if rec_path.exists() else {}
-    return {"path": root, "rows": rows, "config": config or {}, "record": record}
+    return {"path": root, "rows": rows, "config": config or {}, "record": record,
+            "provenance": run_provenance(root, record)}
 
 
 def run_labels(paths: Sequence[Path]) -> list[str]:
@@ -197,8 +199,8 @@ def compare_runs(run_dirs: Sequence[str | Path], metrics: Sequence[str] | str | 
     Returns:
         ``{"runs": [{"label", "path", "study"}], "spaces": [...], "only_in": {label: [...]},
         "table": {space: [{"metric", "label", "higher_is_better", "values", "intervals",
-        "delta", "verdict"}]}, "config_differences": {key: [v per run]}}``; ``delta`` is
-        last run minus first.
+        "delta", "verdict"}]}, "config_differences": {key: [v per run]},
+        "provenance_differences": {key: [v per run]}}``; ``delta`` is last run minus first.
     """
     if len(run_dirs) < 2:
         raise ValueError("compare needs at least two run directories")
@@ -233,7 +235,8 @@ def compare_runs(run_dirs: Sequence[str | Path], metrics: Sequence[str] | str | 
     return {"runs": [{"label": lab, "path": str(r["path"]), "study": r["config"].get("study")}
                      for lab, r in zip(labels, runs)],
             "spaces": common, "only_in": only_in, "table": table,
-            "config_differences": config_differences(runs)}
+            "config_differences": config_differences(runs),
+            "provenance_differences": provenance_differences([r.get("provenance") or {} for r in runs])}
 
 
 # -- output ---------------------------------------------------------------------------------
@@ -292,6 +295,16 @@ def to_markdown(result: Mapping[str, Any]) -> str:
         lines += [f"| `{k}` | " + " | ".join(_short(v) for v in vals) + " |" for k, vals in diffs.items()]
     else:
         lines.append("The configs are identical.")
+    lines += ["", "## Provenance differences", ""]
+    prov = result.get("provenance_differences") or {}
+    if prov:
+        lines += ["Package versions, code commit, dataset and split checksums and hardware "
+                  "that differ (`results.json` → `provenance`):", "",
+                  "| key | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
+        lines += [f"| `{k}` | " + " | ".join(_short(v) for v in vals) + " |" for k, vals in prov.items()]
+    else:
+        lines.append("Same package versions, code, dataset checksums and hardware "
+                     "(as far as the runs recorded them).")
     return "\n".join(lines) + "\n"
 
 

@@ -268,9 +268,9 @@ def render(root: Path, limit: int = 24) -> str:
     if not results.exists():
         raise FileNotFoundError(f"{results} is missing: finish the study first "
                                 f"(`l3dg run --resume {root}`)")
-    rows = _read_json(results)
-    if not isinstance(rows, dict):
-        raise ValueError(f"{results}: expected an object of rows per space")
+    from harness.results.provenance import read_results
+
+    rows = read_results(results)[0]
     cfg_path = root / "config.yaml"
     config = (yaml.safe_load(cfg_path.read_text()) if cfg_path.exists() else {}) or {}
     record = _read_json(root / "record.json")
@@ -278,13 +278,14 @@ def render(root: Path, limit: int = 24) -> str:
     study = config.get("study", root.name)
     data = config.get("data", {}) or {}
     sampling = config.get("sampling", {}) or {}
-    git = record.get("git", {}) or {}
+    from harness.report.provenance import code_line, provenance_html
+
     meta = [f"Dataset <code>{_esc(data.get('dataset'))}</code>; suite "
             f"<code>{_esc((config.get('metrics') or {}).get('suite'))}</code>; "
             f"{_esc(sampling.get('n_samples'))} samples per space with <code>{_esc(sampling.get('sampler'))}</code> "
             f"({_esc(sampling.get('steps'))} steps); seed {_esc(config.get('seed'))}.",
-            f"Code: git <code>{_esc(str(git.get('commit') or 'unknown')[:12])}</code>"
-            f"{' (dirty)' if git.get('dirty') else ''}; "
+            "Code: " + _esc(code_line(root, record, quote=("\x00", "\x01"))).replace(
+                "\x00", "<code>").replace("\x01", "</code>") + "; "
             f"torch {_esc((record.get('versions') or {}).get('torch'))}; device "
             f"{'CUDA' if (record.get('device') or {}).get('cuda') else 'CPU'}; "
             f"written {time.strftime('%Y-%m-%d %H:%M')}."]
@@ -345,7 +346,8 @@ Drag (or focus and use the arrow keys) to rotate, double-click to reset.</p>
 {"".join(galleries) or '<p class="note">No samples.</p>'}
 </section>
 <section id="plots"><h2>Plots</h2><div class="plots">{_plots(root)}</div></section>
-<section id="time"><h2>Wall time per stage (s)</h2>{time_table(rows, spaces)}</section>
+<section id="time"><h2>Wall time per stage (s)</h2>{time_table(rows, spaces)}
+{provenance_html(root, record)}</section>
 <footer>Written by <code>l3dg</code> from <code>{_esc(root)}</code>; self-contained, works offline.</footer>
 <script type="application/json" id="l3dg-molecules">{payload}</script>
 <script>{js}</script>

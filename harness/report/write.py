@@ -223,8 +223,9 @@ def write_report(root: str | Path) -> Path:
               f"{config.get('sampling', {}).get('n_samples')} samples per space with "
               f"`{config.get('sampling', {}).get('sampler')}` "
               f"({config.get('sampling', {}).get('steps')} steps); seed {config.get('seed')}.", ""]
-    git = record.get("git", {})
-    lines += [f"Code: git `{git.get('commit')}`{' (dirty)' if git.get('dirty') else ''}; "
+    from harness.report.provenance import code_line, provenance_section
+
+    lines += [f"Code: {code_line(root, record)}; "
               f"torch {record.get('versions', {}).get('torch')}; device "
               f"{'CUDA' if record.get('device', {}).get('cuda') else 'CPU'}.", ""]
     lines += ["## Results", "",
@@ -271,6 +272,7 @@ def write_report(root: str | Path) -> Path:
         lines.append(f"| {name} | " + " | ".join(_fmt(_num(sec.get(s))) for s in
                                                  ["fit_space", "encode", "train_generator", "sample", "score", "controls"]) + " |")
     lines.append("")
+    lines += provenance_section(root, record)
     out = root / "report.md"
     atomic_write_text(out, "\n".join(lines))
     return out

@@ -175,11 +175,18 @@ class Study:
             sub = dataclasses.replace(self.config, seed=int(k), seeds=[])
             Study(sub, root=seed_dir(self.root, k), force=self.force).run()
         rows = collect_results(self.root)
-        atomic_write_json(self.root / "results.json", rows)
+        from harness.study.provenance import write_results
+
+        record = base_record(self.config.seeds[0])    # the seeds' own records are in seed-<k>/
+        record.update(seeds=list(self.config.seeds), status="finished",
+                      provenance=write_results(self, rows))
+        atomic_write_json(self.root / "record.json", record)
         write_report(self.root)
         from harness.report.html import write_html_report
+        from harness.results.manifest import write_manifest
 
         write_html_report(self.root)
+        write_manifest(self.root)
         return rows
 
     def _run(self, stop_after: str | None, spaces: list[str] | None) -> dict[str, Any]:
@@ -207,16 +214,20 @@ class Study:
             atomic_write_json(record_path, record)
             raise
         rows = self.collect_results()
-        atomic_write_json(self.root / "results.json", rows)
+        from harness.study.provenance import write_results
+
+        record["provenance"] = write_results(self, rows)
         record["status"] = "finished"
         record["sessions"][-1]["seconds"] = round(time.perf_counter() - t0, 2)
         record["stages"] = {name: SpaceState(self.root / name).seconds for name in self.config.spaces}
         atomic_write_json(record_path, record)
         from harness.report.html import write_html_report
         from harness.report.write import write_report
+        from harness.results.manifest import write_manifest
 
         write_report(self.root)
         write_html_report(self.root)
+        write_manifest(self.root)       # last: every artefact above, hashed
         self.view.close()
         return rows
 

@@ -30,6 +30,21 @@ from harness.results.state import (
 from harness.study.context import StudyContext
 
 
+def _bonds(metadata: dict[str, Any]) -> dict[str, Any]:
+    """Metric family -> where its bonds came from (as the suite recorded it)."""
+    return metadata.get("bond_source_by_family") or {"all": metadata.get("bond_source")}
+
+
+def _provenance(study: StudyContext, metrics: list[str], bonds: dict[str, Any] | None
+                ) -> dict[str, Any]:
+    """The provenance block of one results file (``harness/study/provenance.py``)."""
+    from harness.study.provenance import study_provenance
+
+    block = study_provenance(study, metrics)
+    block["bonds"] = dict(bonds or {})
+    return block
+
+
 def score_batch(study: StudyContext, decoded: Any, bonds_path: Path | None = None) -> tuple[dict, dict, dict]:
     """``(values, intervals, metadata)`` of a decoded MolBatch with the study's suite."""
     from metrics.intervals import score_with_intervals
@@ -55,7 +70,8 @@ def score_space(study: StudyContext, name: str, space: Any, directory: Path) -> 
                                      progress=False)
     payload = {"space": name, "suite": study.config.metrics.suite,
                "values": {**values, **dict(latent_results)}, "intervals": intervals,
-               "metadata": {"samples": metadata, "latent": latent_results.metadata}}
+               "metadata": {"samples": metadata, "latent": latent_results.metadata},
+               "provenance": _provenance(study, list(values), {name: _bonds(metadata)})}
     atomic_write_json(directory / "metrics.json", payload)
     return {"metrics": len(payload["values"])}
 
@@ -78,6 +94,7 @@ def run_controls(study: StudyContext, name: str, space: Any, directory: Path) ->
     n = study.config.sampling.n_samples
     seed = study.config.seed
     out: dict[str, Any] = {"n": n, "controls": {}, "lift": {}}
+    bonds: dict[str, Any] = {}
     for control in CONTROLS:
         t0 = time.perf_counter()
         if control == "prior":
@@ -87,6 +104,7 @@ def run_controls(study: StudyContext, name: str, space: Any, directory: Path) ->
         else:
             decoded = reconstruction_batch(space, study.split("test"), n)
         values, intervals, metadata = score_batch(study, decoded)
+        bonds[control] = _bonds(metadata)
         out["controls"][control] = {"values": values, "intervals": intervals,
                                     "molecules": metadata["counts"]["molecules"],
                                     "seconds": round(time.perf_counter() - t0, 2)}
@@ -99,10 +117,12 @@ def run_controls(study: StudyContext, name: str, space: Any, directory: Path) ->
         for control, decoded in space.ablations(load_latents(generated, space.spec)).items():
             t0 = time.perf_counter()
             values, intervals, metadata = score_batch(study, decoded)
+            bonds[control] = _bonds(metadata)
             out["controls"][control] = {"values": values, "intervals": intervals,
                                         "molecules": metadata["counts"]["molecules"],
                                         "seconds": round(time.perf_counter() - t0, 2),
                                         "ablation": True}
+    out["provenance"] = _provenance(study, list(samples["values"]), bonds)
     atomic_write_json(directory / "controls.json", out)
     return {"controls": list(out["controls"])}
 
@@ -136,4 +156,6 @@ def score_reference(study: StudyContext) -> None:
                              "source": f"{test.name} (first {n}, bonds perceived from coordinates)",
                              "values": values, "intervals": intervals,
                              "metadata": {"samples": metadata}, "fingerprint": fingerprint,
-                             "seconds": round(time.perf_counter() - t0, 2)})
+                             "seconds": round(time.perf_counter() - t0, 2),
+                             "provenance": _provenance(study, list(values),
+                                                       {"reference": _bonds(metadata)})})
