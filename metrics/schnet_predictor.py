@@ -52,7 +52,7 @@ class _Interaction(nn.Module):
     def forward(self, h: torch.Tensor, rbf: torch.Tensor, envelope: torch.Tensor) -> torch.Tensor:
         """``h [B, N, H]``, ``rbf [B, N, N, R]``, ``envelope [B, N, N]`` (cutoff x pair mask)."""
         w = self.filter(rbf) * envelope[..., None]                       # [B, N, N, H]
-        message = torch.einsum("bijh,bjh->bih", w, self.in2f(h))
+        message = (w * self.in2f(h)[:, None, :, :]).sum(2)              # sum over j
         return h + self.f2out(message)
 
 
