@@ -25,13 +25,14 @@ from typing import Any, Callable, Iterable
 
 __all__ = ["quality_vs_nfe", "steps_for_nfe"]
 
-def steps_for_nfe(sampler: str, nfe: int) -> int:
+def steps_for_nfe(sampler: str, nfe: int, family: str | None = None) -> int:
     """Largest ``steps`` whose NFE is at most ``nfe`` (at least one step), from the
-    sampler's declared ``nfe_rule`` (NFE = a * steps + b)."""
+    sampler's declared ``nfe_rule`` (NFE = a * steps + b). ``family`` resolves its own
+    aliases (flow's ``ddim`` is its ``euler``); without it the name is a registry name."""
     from harness.core.registry import FAMILIES, SAMPLERS
 
-    aliases = {a: t for f in FAMILIES.names() for a, t in FAMILIES.get(f).sampler_aliases.items()}
-    rule = getattr(SAMPLERS.get(aliases.get(sampler, sampler)), "nfe_rule", None)
+    name = FAMILIES.get(family).resolve_sampler(sampler) if family else sampler
+    rule = getattr(SAMPLERS.get(name), "nfe_rule", None)
     if rule is None:
         fixed = [n for n in SAMPLERS.names() if getattr(SAMPLERS.get(n), "nfe_rule", None)]
         raise ValueError(f"sampler {sampler!r} has no fixed NFE; use one of {', '.join(fixed)}")
@@ -64,7 +65,7 @@ def quality_vs_nfe(generator, space, scorer: Callable[[Any], dict[str, float] | 
         sampler = FAMILIES.get(generator.family).nfe_sampler
     rows = []
     for want in nfes:
-        steps = steps_for_nfe(sampler, want)
+        steps = steps_for_nfe(sampler, want, generator.family)
         t0 = time.perf_counter()
         latent, stats = generator.sample(n, sampler=sampler, steps=steps, seed=seed,
                                          batch_size=batch_size, progress=False,

@@ -60,6 +60,11 @@ def nfe_section(root: Path, spaces: list[str]) -> list[str]:
     return lines + [""]
 
 
+#: line style per generator family, in order of appearance (dotted is the prior control)
+LINE_STYLES = ("-", "--", "-.")
+STYLE_NAMES = {"-": "solid", "--": "dashed", "-.": "dash-dot"}
+
+
 def plot_nfe(root: Path, data: dict[str, Any], path: Path) -> Path:
     import matplotlib
 
@@ -69,9 +74,11 @@ def plot_nfe(root: Path, data: dict[str, Any], path: Path) -> Path:
     from harness.core.io import atomic_path
 
     fig, axes = plt.subplots(len(SHOWN), 2, figsize=(10, 3.6 * len(SHOWN)), squeeze=False)
+    families = list(dict.fromkeys(d["family"] for d in data.values()))   # one line style each
+    styles = {f: LINE_STYLES[i % len(LINE_STYLES)] for i, f in enumerate(families)}
     for k, (name, d) in enumerate(data.items()):
         color = f"C{k % 10}"
-        style = "--" if d["family"] == "flow" else "-"
+        style = styles[d["family"]]
         rows = d["rows"]
         nfe = [r["nfe"] for r in rows]
         sec = [r["seconds_per_molecule"] for r in rows]
@@ -94,8 +101,8 @@ def plot_nfe(root: Path, data: dict[str, Any], path: Path) -> Path:
     axes[-1][0].set_xlabel("NFE")
     axes[-1][1].set_xlabel("sampling seconds per molecule")
     axes[0][0].legend(fontsize=7)
-    fig.suptitle("solid: diffusion, dashed: flow; dotted: each space's prior control (decoded noise)",
-                 fontsize=8)
+    legend = ", ".join(f"{STYLE_NAMES[styles[f]]}: {f}" for f in families)
+    fig.suptitle(f"{legend}; dotted: each space's prior control (decoded noise)", fontsize=8)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path, ".png") as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")

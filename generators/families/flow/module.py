@@ -28,37 +28,17 @@ Sampling (``samplers.py``)
 """
 from __future__ import annotations
 
-import dataclasses
 
 import torch
 from torch import nn
 
 from ... import guidance as G
 from ...base import LatentGenerator
+from ...self_conditioning import sc_features, sc_width, wide_denoiser
 from . import objective as F
 from .samplers import make_flow_sampler
 
-__all__ = ["FlowGenerator", "SelfConditioned"]
-
-
-class SelfConditioned(nn.Module):
-    """A denoiser built for ``width + extra`` invariant input features; the extra features
-    are the self-conditioning input (zeros when none) and the extra outputs are dropped."""
-
-    def __init__(self, inner: nn.Module, feat: int, extra: int, per_atom: bool):
-        super().__init__()
-        self.inner, self.feat, self.extra, self.per_atom = inner, feat, extra, per_atom
-
-    def forward(self, *args, sc: torch.Tensor | None = None):
-        h = args[0]
-        if sc is None:
-            sc = h.new_zeros(h.shape[:-1] + (self.extra,))
-        if self.per_atom:
-            _, x, mask, t, ctx = args
-            oh, ox = self.inner(torch.cat([h, sc], -1), x, mask, t, ctx)
-            return oh[..., :self.feat], ox
-        _, t, ctx = args
-        return self.inner(torch.cat([h, sc], -1), t, ctx)[..., :self.feat]
+__all__ = ["FlowGenerator"]
 
 
 class FlowGenerator(LatentGenerator):
@@ -70,26 +50,18 @@ class FlowGenerator(LatentGenerator):
     def _setup_family(self) -> None:
         self.fc = self.config.flow
         lay = self.layout
-        self._sc_extra = (lay.feat + (1 if lay.coords else 0)) if self.fc.self_conditioning else 0
+        self._sc_extra = sc_width(lay, self.fc.self_conditioning)
 
     def _make_denoiser(self, cls, kwargs: dict) -> nn.Module:
         if not self._sc_extra:
             return super()._make_denoiser(cls, kwargs)
-        wide = dataclasses.replace(self.spec, width=self.spec.width + self._sc_extra)
-        return SelfConditioned(cls(wide, context_dim=self._ctx_in, **kwargs), self.spec.width,
-                               self._sc_extra, self.layout.per_atom)
+        return wide_denoiser(self.spec, cls, self._ctx_in, kwargs, self._sc_extra,
+                             self.layout.per_atom)
 
     # -- network ---------------------------------------------------------------------------
     def _sc_features(self, x1: torch.Tensor, z: torch.Tensor, mask) -> torch.Tensor:
         """Invariant self-conditioning input from an ``x1`` estimate at state ``z``."""
-        lay = self.layout
-        if not lay.per_atom:
-            return x1
-        h1, xx1 = lay.split(x1)
-        feats = [h1]
-        if lay.coords:
-            feats.append(((xx1 - lay.split(z)[1]) ** 2).sum(-1, keepdim=True))
-        return torch.cat(feats, -1) * mask.to(z.dtype)[..., None]
+        return sc_features(self.layout, x1, z, mask)
 
     def _model(self, net, z, t, mask, ctx, x1_prev=None) -> torch.Tensor:
         """Network output at flow time ``t [B]`` (denoisers see the noise level ``1 - t``)."""

@@ -29,37 +29,17 @@ Sampling (``samplers.py``)
 """
 from __future__ import annotations
 
-import dataclasses
 
 import torch
 from torch import nn
 
 from ... import guidance as G
 from ...base import LatentGenerator
+from ...self_conditioning import sc_features, sc_width, wide_denoiser
 from . import objective as P
 from .samplers import make_precond_sampler
 
-__all__ = ["PrecondGenerator", "SelfConditionedNet"]
-
-
-class SelfConditionedNet(nn.Module):
-    """A denoiser built for ``width + extra`` invariant input features; the extra features
-    are the self-conditioning input (zeros when none) and the extra outputs are dropped."""
-
-    def __init__(self, inner: nn.Module, feat: int, extra: int, per_atom: bool):
-        super().__init__()
-        self.inner, self.feat, self.extra, self.per_atom = inner, feat, extra, per_atom
-
-    def forward(self, *args, sc: torch.Tensor | None = None):
-        h = args[0]
-        if sc is None:
-            sc = h.new_zeros(h.shape[:-1] + (self.extra,))
-        if self.per_atom:
-            _, x, mask, t, ctx = args
-            oh, ox = self.inner(torch.cat([h, sc], -1), x, mask, t, ctx)
-            return oh[..., :self.feat], ox
-        _, t, ctx = args
-        return self.inner(torch.cat([h, sc], -1), t, ctx)[..., :self.feat]
+__all__ = ["PrecondGenerator"]
 
 
 class PrecondGenerator(LatentGenerator):
@@ -71,28 +51,20 @@ class PrecondGenerator(LatentGenerator):
     def _setup_family(self) -> None:
         self.pc = self.config.precond
         lay = self.layout
-        self._sc_extra = (lay.feat + (1 if lay.coords else 0)) if self.pc.self_conditioning else 0
+        self._sc_extra = sc_width(lay, self.pc.self_conditioning)
 
     def _make_denoiser(self, cls, kwargs: dict) -> nn.Module:
         if not self._sc_extra:
             return super()._make_denoiser(cls, kwargs)
-        wide = dataclasses.replace(self.spec, width=self.spec.width + self._sc_extra)
-        return SelfConditionedNet(cls(wide, context_dim=self._ctx_in, **kwargs),
-                                  self.spec.width, self._sc_extra, self.layout.per_atom)
+        return wide_denoiser(self.spec, cls, self._ctx_in, kwargs, self._sc_extra,
+                             self.layout.per_atom)
 
     # -- network ---------------------------------------------------------------------------
     def _sc_features(self, x0: torch.Tensor, x: torch.Tensor, c_in: torch.Tensor,
                      mask) -> torch.Tensor:
-        """Invariant self-conditioning input from a denoised estimate ``x0`` at state ``x``."""
-        lay = self.layout
-        if not lay.per_atom:
-            return x0
-        h0, xx0 = lay.split(x0)
-        feats = [h0]
-        if lay.coords:
-            gap = (xx0 - lay.split(x)[1]) * c_in.to(x.dtype).view(-1, 1, 1)
-            feats.append((gap ** 2).sum(-1, keepdim=True))
-        return torch.cat(feats, -1) * mask.to(x.dtype)[..., None]
+        """Invariant self-conditioning input from a denoised estimate ``x0`` at state ``x``
+        (the coordinate gap in the network's input scale ``c_in``)."""
+        return sc_features(self.layout, x0, x, mask, scale=c_in)
 
     def _model(self, net, x, sigma, mask, ctx, x0_prev=None) -> torch.Tensor:
         """Network output ``F(c_in x; t(sigma))`` for ``sigma [B]``."""
