@@ -258,6 +258,9 @@ def write_report(root: str | Path) -> Path:
 
     lines += nfe_section(root, spaces)
     lines += curves_section(root, spaces, (config.get("curves") or {}).get("thresholds") or None)
+    from harness.report.probes import probes_section
+
+    lines += probes_section(root, spaces)
     for title, img in images:
         lines += [f"## {title}", "", f"![{title}]({img.relative_to(root)})", ""]
     if any(g for _, g in grids):

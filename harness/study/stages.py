@@ -127,6 +127,18 @@ def _nfe(study, name, get_space, directory):
     return run_nfe(study, name, get_space(), directory)
 
 
+def _probes(study, name, get_space, directory):
+    from harness.study.probes import run_probes
+
+    return run_probes(study, name, get_space(), directory)
+
+
+def _probes_version() -> str:
+    from harness.study.probes import VERSION
+
+    return VERSION
+
+
 def _is_conditional(config) -> bool:
     from harness.study.conditional import is_conditional
 
@@ -158,6 +170,8 @@ PIPELINE: tuple[Stage, ...] = (
     Stage("nfe", ("nfe.json",), "train_generator",
           lambda c, n: [_asdict(c.sampling), _asdict(c.metrics)], _nfe,
           when=lambda c: bool(c.sampling.nfe_sweep)),
+    Stage("probes", ("probes.json",), "controls", lambda c, n: [_probes_version()], _probes,
+          when=lambda c: bool(c.controls)),
 )
 BY_NAME = {s.name: s for s in PIPELINE}
 #: the stages every study runs
