@@ -185,3 +185,32 @@ def test_damaged_tensor_files_are_redone_on_resume(run_dir, tmp_path, capsys, na
     import torch
 
     assert isinstance(torch.load(d / "flat" / name, weights_only=True), dict)
+
+
+# -- results on disk are never silently dropped or trusted when edited (issue 27) -----------
+def test_a_space_dropped_from_config_yaml_is_named_not_hidden(run_dir, tmp_path):
+    import yaml
+
+    from harness.results.state import collect_results
+
+    d = _copy(run_dir, tmp_path)
+    cfg = yaml.safe_load((d / "config.yaml").read_text())
+    dropped = next(iter(cfg["spaces"]))
+    del cfg["spaces"][dropped]
+    (d / "config.yaml").write_text(yaml.safe_dump(cfg))
+    rows = collect_results(d)
+    assert dropped in rows and "does not list space" in rows[dropped]["error"]
+
+
+def test_an_edited_reference_row_is_scored_again(run_dir, tmp_path):
+    from harness.study.runner import Study
+
+    d = _copy(run_dir, tmp_path)
+    path = d / "reference" / "metrics.json"
+    data = json.loads(path.read_text())
+    key = next(k for k, v in data["values"].items() if isinstance(v, float) and v == v)
+    true_value = data["values"][key]
+    data["values"][key] = 123.0                     # planted, fingerprint kept
+    path.write_text(json.dumps(data))
+    Study.resume(d).score_reference()
+    assert json.loads(path.read_text())["values"][key] == true_value

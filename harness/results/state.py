@@ -254,6 +254,11 @@ def collect_results(root: Path) -> dict[str, Any]:
                 rows[name]["controls"] = read_json(controls)
             except (OSError, ValueError):
                 rows[name]["controls"] = {"error": f"{controls} is unreadable"}
+    for orphan in sorted(p.parent.name for p in root.glob("*/state.json")):
+        if orphan not in rows and orphan != "reference":   # results on disk, config silent
+            rows[orphan] = {"values": {}, "seconds": {}, "error": (
+                f"{root / orphan} holds results but config.yaml does not list space {orphan!r} "
+                "(edited?); add it back under spaces or move the folder away")}
     return rows
 
 

@@ -14,6 +14,7 @@ Every row is raw decoder output; MMFF-relaxed output, where a space offers it, i
 """
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,8 @@ from harness.results.state import (
     load_resolved_bonds,
 )
 from harness.study.context import StudyContext
+
+log = logging.getLogger(__name__)
 
 
 def _bonds(metadata: dict[str, Any]) -> dict[str, Any]:
@@ -141,8 +144,15 @@ def score_reference(study: StudyContext) -> None:
     fingerprint = fingerprint_of([dataclasses.asdict(study.config.data), dataclasses.asdict(m)])
     if path.exists():
         try:
-            if read_json(path).get("fingerprint") == fingerprint:
-                return
+            cached = read_json(path)
+            if cached.get("fingerprint") == fingerprint:
+                if cached.get("content_sha256") == _content_hash(cached):
+                    return
+                # an edited (or planted) value keeps the fingerprint but not the hash; a row
+                # written before hashes were recorded cannot be checked: both are rescored
+                if "content_sha256" in cached:
+                    log.warning("%s: its values do not match their recorded hash (edited?); "
+                                "scoring the reference row again", path)
         except (OSError, ValueError):
             pass                                    # damaged: rescore
     t0 = time.perf_counter()
@@ -152,10 +162,33 @@ def score_reference(study: StudyContext) -> None:
     values, intervals, metadata = score_with_intervals(
         samples, m.suite, study.split("train"), m.options, n_boot=m.bootstrap,
         seed=study.config.seed, progress=study.progress)
+    record = {"values": values, "intervals": intervals}
     atomic_write_json(path, {"space": "reference", "suite": m.suite,
                              "source": f"{test.name} (first {n}, bonds perceived from coordinates)",
                              "values": values, "intervals": intervals,
+                             "content_sha256": _content_hash(record),
                              "metadata": {"samples": metadata}, "fingerprint": fingerprint,
                              "seconds": round(time.perf_counter() - t0, 2),
                              "provenance": _provenance(study, list(values),
                                                        {"reference": _bonds(metadata)})})
+
+
+def _content_hash(record: dict[str, Any]) -> str:
+    """sha256 of a reference row's values and intervals (canonical JSON; NaN as null, as
+    they are written), so a value edited on disk is noticed and rescored."""
+    import hashlib
+    import json
+
+    def clean(v):
+        if isinstance(v, float) and v != v:
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+
+    text = json.dumps(clean({"values": record.get("values"), "intervals": record.get("intervals")}),
+                      sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
