@@ -11,8 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from harness.conditional.count import (ROUND_SEED_STRIDE, count_record, sample_with_count,
-                                       select_candidates)
+from harness.conditional.count import (
+    ROUND_SEED_STRIDE,
+    count_record,
+    sample_with_count,
+    select_candidates,
+)
 from harness.conditional.protocol import ConditionalTargets
 from harness.core.types import LatentBatch, LatentSpec, MolBatch, MolRecord
 from harness.errors import ConfigError
@@ -180,7 +184,6 @@ def test_a_tiny_conditional_study_hits_more_counts_with_k_candidates(tmp_path, m
     assert row.rstrip(" |").endswith(f"{count['hit_rate']:.2f}")
 
     from harness.conditional.protocol import load_targets
-
     from spaces.base import Space
 
     gen = study.load_generator("invariant")

@@ -10,10 +10,20 @@ import numpy as np
 import pytest
 import torch
 
-from harness.conditional.judges import (FLAG, FLAG_TEXT, evaluate_judged, fitted_judges,
-                                        get_judges, judge_records)
-from harness.conditional.protocol import (get_predictor, load_predictor_data, predictor_config,
-                                          predictor_fingerprint)
+from harness.conditional.judges import (
+    FLAG,
+    FLAG_TEXT,
+    evaluate_judged,
+    fitted_judges,
+    get_judges,
+    judge_records,
+)
+from harness.conditional.protocol import (
+    get_predictor,
+    load_predictor_data,
+    predictor_config,
+    predictor_fingerprint,
+)
 from harness.conditional.report import conditional_table
 from harness.core.data import QM9_SAMPLE_SDF
 from harness.core.data.halves import property_halves
@@ -43,7 +53,7 @@ def test_schnet_is_invariant_and_ignores_padding(sample_data):
     assert torch.allclose(ref, model.normalised(b.atom_types, b.pos @ q.T + 2.5, b.mask), atol=1e-9)
     assert torch.allclose(ref, model.normalised(b.atom_types[:, perm], b.pos[:, perm], b.mask[:, perm]),
                           atol=1e-9)
-    pad = lambda t, v: torch.cat([t, torch.full_like(t[:, :3], v)], 1)     # noqa: E731
+    pad = lambda t, v: torch.cat([t, torch.full_like(t[:, :3], v)], 1)
     padded = model.normalised(pad(b.atom_types, 0), torch.cat([b.pos, torch.randn(6, 3, 3,
                                                                                  dtype=torch.float64)], 1),
                               pad(b.mask, False))

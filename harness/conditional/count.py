@@ -124,7 +124,7 @@ def count_record(batch, targets, kind: str, candidates: int = 1) -> dict[str, An
         ``hit_rate`` None when the targets carry no atom count (``ldm``).
     """
     got = batch.mask.sum(1).cpu().numpy().astype(np.int64)
-    out: dict[str, Any] = {"n": int(len(got)), "count_candidates": int(candidates),
+    out: dict[str, Any] = {"n": len(got), "count_candidates": int(candidates),
                            "by_construction": kind == "per_atom", "kind": kind}
     if targets.n_atoms is None or not len(got):
         return {**out, "hit_rate": None, "mean_abs_error": None}

@@ -20,7 +20,8 @@ families whose flag is raised). Units: report units (EDM's; meV for orbital ener
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -70,8 +71,12 @@ def evaluate_judged(batch, targets, judges: dict[str, Any], groups=None) -> dict
         targets: ``[B]`` requested values (dataset units) or ``ConditionalTargets``.
         judges: ``family -> TrainedPredictor`` (:func:`get_judges`).
     """
-    from harness.conditional.protocol import (ConditionalTargets, edm_validity,
-                                              evaluate_predictions, predict_molecules)
+    from harness.conditional.protocol import (
+        ConditionalTargets,
+        edm_validity,
+        evaluate_predictions,
+        predict_molecules,
+    )
 
     if isinstance(targets, ConditionalTargets):
         groups = targets.groups if groups is None else groups
