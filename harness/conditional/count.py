@@ -102,7 +102,7 @@ def sample_with_count(generator, space, targets, norm: dict[str, Any], guidance_
         if not len(todo):
             break
     pick = select_candidates(counts, requested)
-    kept = latents[torch.as_tensor(pick), torch.arange(n)]
+    kept = latents[torch.as_tensor(pick), torch.arange(n)].to(latent.h.device)  # where drawn
     decoded = space.decode(LatentBatch(h=kept, spec=generator.spec))
     info.update(constraint=True, drawn=int(drawn), draws_per_target=round(drawn / n, 3), rounds=rounds,
                 seconds_topology=round(t_topo, 2),
