@@ -20,6 +20,13 @@ from conftest import QM9_SAMPLE
 REPO = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE", PYTHONUNBUFFERED="1")
 
+
+def _default_sigint() -> None:
+    """Children start with the default SIGINT disposition, as from a terminal: a test run
+    launched in the background by a non-interactive shell inherits SIGINT *ignored*, and a
+    process that starts with it ignored never sees Ctrl-C at all."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
 # a substructure search that runs ~1 s inside RDKit with RDKit's Ctrl-C handler installed
 _RDKIT_SEARCH = """
 import os, signal, threading, time
@@ -49,6 +56,7 @@ except KeyboardInterrupt:
 
 def test_a_ctrl_c_inside_rdkit_is_not_swallowed():
     out = subprocess.run([sys.executable, "-c", _RDKIT_SEARCH], cwd=REPO, env=ENV,
+                         preexec_fn=_default_sigint,
                          capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "stopped", out.stdout + out.stderr[-2000:]
 
@@ -65,7 +73,8 @@ def _eval_and_interrupt(tmp_path: Path, after: str) -> tuple[int, str, Path]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "harness.cli", "eval", str(src), "--out", str(out),
          "--suite", "qm9/v1-core", "--reference", "none"],
-        cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=_default_sigint)
     seen = []
     deadline = time.time() + 300
     while time.time() < deadline:           # stderr: one progress line per finished family
