@@ -35,7 +35,8 @@ from rdkit import Chem
 from harness.core.registry import METRICS
 from metrics.base import Metric, nan, quiet_rdkit, ratio
 from metrics.rdkit_profile import canonical_smiles_of_valid, profile_molecule, rdkit_analysis
-from metrics.samples import Samples, cap_indices
+from metrics.capping import cap_indices
+from metrics.samples import Samples
 
 _SASCORER = None
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from harness.core.molecules import Molecules, gather_ranges, offsets
 from harness.core.types import PERIODIC_TABLE, MolBatch, MolRecord
+from metrics.capping import cap_indices
 
 BOND_MODES = ("auto", "perceive", "given")
 #: bond_source labels that mean "use the given bonds"; the label is kept as the origin.
@@ -441,16 +442,3 @@ def _perceive_chunk(jobs: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[tuple
         except Exception as err:  # RDKit chemistry errors of odd geometries
             out.append((None, None, f"bond perception failed ({type(err).__name__}: {err})"))
     return out
-
-
-def cap_indices(total: int, n: int | None, subset: str = "first", seed: int = 0) -> np.ndarray | None:
-    """Indices of at most ``n`` of ``total`` items (None: all of them): the first ``n``, or
-    ``n`` drawn by a seeded permutation and sorted (``random``)."""
-    if subset not in ("first", "random"):
-        raise ValueError(f"subset must be 'first' or 'random', got {subset!r}")
-    if n is None or n >= total:
-        return None
-    if subset == "first":
-        return np.arange(n)
-    return np.sort(np.random.default_rng(seed).permutation(total)[:n])
-

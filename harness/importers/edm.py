@@ -27,16 +27,14 @@ The atom-count prior ``p(N)`` is not in EDM's files: it is read from EDM's
 from __future__ import annotations
 
 import ast
-import hashlib
-import json
 import math
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .edm_weights import edm_gamma, edm_network_options, edm_to_harness_state_dict
+from .run_dir import check_gamma, import_record, load_generator_weights, write_run
 from .safe_pickle import load_namespace
 
 __all__ = ["import_edm", "read_edm_args", "edm_atom_counts", "EDMImportError"]
@@ -47,14 +45,6 @@ SPACE = "raw"
 
 class EDMImportError(ValueError):
     """The EDM folder cannot be imported (one line saying why)."""
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_edm_args(path: Path) -> dict[str, Any]:
@@ -164,14 +154,6 @@ def _config(args: dict[str, Any], study: str, output_dir: str, data: dict | None
     })
 
 
-def _study_fingerprints(config, root: Path) -> dict[str, str]:
-    try:
-        from harness.study.runner import Study
-    except ImportError:            # before the study package split
-        from harness.study import Study
-    return Study(config, root=root).stage_fingerprints(SPACE)
-
-
 def import_edm(source: str | Path, out_dir: str | Path, *, commit: str | None = None,
                atom_counts: dict[int, int] | None = None, edm_repo: str | Path | None = None,
                data: dict[str, Any] | None = None) -> Path:
@@ -214,49 +196,13 @@ def import_edm(source: str | Path, out_dir: str | Path, *, commit: str | None = 
     config = _config(args, out_dir.name, str(out_dir.parent), data)
     space = SPACES.get(SPACE)(elements, **config.spaces[SPACE])
     gen = build_generator(space.spec, config.generator_for(SPACE), seed=config.seed)
-    g_harness = torch.log1p(-gen.schedule.alphas_cumprod) - torch.log(gen.schedule.alphas_cumprod)
-    g_edm = edm_gamma(state)
-    if g_edm is None or g_edm.shape != g_harness.shape:
-        raise EDMImportError(f"{weights_path}: gamma table {None if g_edm is None else tuple(g_edm.shape)} "
-                             f"does not fit T = {gen.schedule.T}")
-    gamma_diff = float((g_edm.double() - g_harness).abs().max())
-    if gamma_diff > 1e-4:
-        raise EDMImportError(f"{weights_path}: EDM's gamma table differs from the harness's "
-                             f"{gen.schedule.name} by {gamma_diff:.2e}")
+    gamma_diff = check_gamma(gen, edm_gamma(state), weights_path, "EDM", EDMImportError)
     mapped = edm_to_harness_state_dict(state, n_features)
-    mapped = {k: v.to(torch.float32) for k, v in mapped.items()}
-    gen.denoiser.load_state_dict(mapped)
-    if gen.ema is not None:
-        gen.ema.load_state_dict(mapped)
-    hist = torch.zeros(max(atom_counts) + 1, dtype=torch.float64)
-    for n, c in atom_counts.items():
-        hist[int(n)] = float(c)
-    gen.prior.hist = hist
-
-    from harness.core.io import atomic_write_json
-    import yaml
-
-    space_dir = out_dir / SPACE
-    space.save(space_dir / "space")
-    ckpt = space_dir / "generator" / "checkpoints" / "last.ckpt"
-    ckpt.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": gen.state_dict(), "hyper_parameters": dict(gen.hparams),
-                "global_step": int(args.get("current_epoch") or 0)}, ckpt)
-    (out_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-    prints = _study_fingerprints(config, out_dir)
-    now = time.strftime("%Y-%m-%dT%H:%M:%S")
-    info = {"train_generator": {"imported_from": "edm", "source": str(source)}}
-    atomic_write_json(space_dir / "state.json", {
-        "done": {"fit_space": now, "train_generator": now},
-        "seconds": {"fit_space": 0.0, "train_generator": 0.0}, "info": info,
-        "fingerprints": {k: prints[k] for k in ("fit_space", "train_generator")}})
-    atomic_write_json(out_dir / "import.json", {
-        "format": "edm", "source": str(source), "commit": commit,
-        "files": {p.name: {"sha256": _sha256(p), "bytes": p.stat().st_size}
-                  for p in (args_path, weights_path)},
-        "args": {k: (list(v) if isinstance(v, (tuple, set, frozenset)) else v)
-                 for k, v in args.items()},
-        "checks": {"gamma_max_abs_diff": gamma_diff, "weights_mapped": len(mapped)},
-        "atom_counts": {str(k): v for k, v in sorted(atom_counts.items())},
-        "imported_at": now})
+    load_generator_weights(gen, mapped, atom_counts)
+    write_run(out_dir, SPACE, space, gen, config,
+              {"train_generator": {"imported_from": "edm", "source": str(source)}},
+              import_record("edm", source, commit, (args_path, weights_path), args,
+                            {"gamma_max_abs_diff": gamma_diff, "weights_mapped": len(mapped)},
+                            atom_counts),
+              global_step=int(args.get("current_epoch") or 0))
     return out_dir

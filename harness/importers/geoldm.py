@@ -27,18 +27,17 @@ remains: at the final ``p(z | z_0)`` step the harness keeps ``z_0``'s latent fea
 """
 from __future__ import annotations
 
-import json
 import math
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .edm import _load_state, _sha256, _weights, edm_atom_counts
+from .edm import _load_state, _weights, edm_atom_counts
 from .edm_weights import edm_gamma
 from .geoldm_weights import (geoldm_denoiser_state_dict, geoldm_network_options,
                              geoldm_space_state_dict)
+from .run_dir import check_gamma, import_record, load_generator_weights, write_run
 from .safe_pickle import load_namespace
 
 __all__ = ["import_geoldm", "read_geoldm_args", "GeoLDMImportError"]
@@ -142,32 +141,6 @@ def _config(args: dict[str, Any], study: str, output_dir: str, data: dict | None
     })
 
 
-def _write_run(out_dir: Path, space, gen, config, info: dict, provenance: dict) -> None:
-    """The run directory: space, generator checkpoint, config, state (stages done)."""
-    import yaml
-
-    from harness.core.io import atomic_write_json
-    try:
-        from harness.study.runner import Study
-    except ImportError:            # before the study package split
-        from harness.study import Study
-
-    space_dir = out_dir / SPACE
-    space.save(space_dir / "space")
-    ckpt = space_dir / "generator" / "checkpoints" / "last.ckpt"
-    ckpt.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": gen.state_dict(), "hyper_parameters": dict(gen.hparams),
-                "global_step": 0}, ckpt)
-    (out_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-    prints = Study(config, root=out_dir).stage_fingerprints(SPACE)
-    now = time.strftime("%Y-%m-%dT%H:%M:%S")
-    atomic_write_json(space_dir / "state.json", {
-        "done": {"fit_space": now, "train_generator": now},
-        "seconds": {"fit_space": 0.0, "train_generator": 0.0}, "info": info,
-        "fingerprints": {k: prints[k] for k in ("fit_space", "train_generator")}})
-    atomic_write_json(out_dir / "import.json", {**provenance, "imported_at": now})
-
-
 def import_geoldm(source: str | Path, out_dir: str | Path, *, commit: str | None = None,
                   atom_counts: dict[int, int] | None = None,
                   geoldm_repo: str | Path | None = None,
@@ -214,35 +187,14 @@ def import_geoldm(source: str | Path, out_dir: str | Path, *, commit: str | None
     space.load_state_dict({n: v.to(torch.float32)
                            for n, v in geoldm_space_state_dict(state, k).items()})
     gen = build_generator(space.spec, config.generator_for(SPACE), seed=config.seed)
-    ac = gen.schedule.alphas_cumprod
-    g_ours, g_theirs = torch.log1p(-ac) - torch.log(ac), edm_gamma(state)
-    if g_theirs is None or g_theirs.shape != g_ours.shape:
-        raise GeoLDMImportError(f"{weights_path}: gamma table "
-                                f"{None if g_theirs is None else tuple(g_theirs.shape)} does not "
-                                f"fit T = {gen.schedule.T}")
-    gamma_diff = float((g_theirs.double() - g_ours).abs().max())
-    if gamma_diff > 1e-4:
-        raise GeoLDMImportError(f"{weights_path}: GeoLDM's gamma table differs from the "
-                                f"harness's {gen.schedule.name} by {gamma_diff:.2e}")
-    mapped = {n: v.to(torch.float32) for n, v in geoldm_denoiser_state_dict(state, k).items()}
-    gen.denoiser.load_state_dict(mapped)
-    if gen.ema is not None:
-        gen.ema.load_state_dict(mapped)
-    hist = torch.zeros(max(atom_counts) + 1, dtype=torch.float64)
-    for n, c in atom_counts.items():
-        hist[int(n)] = float(c)
-    gen.prior.hist = hist
-
-    _write_run(out_dir, space, gen, config,
-               {"train_generator": {"imported_from": "geoldm", "source": str(source)},
-                "fit_space": {"imported_from": "geoldm", "source": str(source)}},
-               {"format": "geoldm", "source": str(source), "commit": commit,
-                "files": {p.name: {"sha256": _sha256(p), "bytes": p.stat().st_size}
-                          for p in (args_path, weights_path)},
-                "args": json.loads(json.dumps({n: (list(v) if isinstance(v, (tuple, set, frozenset))
-                                                   else v) for n, v in args.items()},
-                                              default=str)),
-                "checks": {"gamma_max_abs_diff": gamma_diff,
-                           "weights_mapped": len(mapped) + len(space.state_dict())},
-                "atom_counts": {str(n): c for n, c in sorted(atom_counts.items())}})
+    gamma_diff = check_gamma(gen, edm_gamma(state), weights_path, "GeoLDM", GeoLDMImportError)
+    mapped = geoldm_denoiser_state_dict(state, k)
+    load_generator_weights(gen, mapped, atom_counts)
+    source_info = {"imported_from": "geoldm", "source": str(source)}
+    write_run(out_dir, SPACE, space, gen, config,
+              {"train_generator": source_info, "fit_space": dict(source_info)},
+              import_record("geoldm", source, commit, (args_path, weights_path), args,
+                            {"gamma_max_abs_diff": gamma_diff,
+                             "weights_mapped": len(mapped) + len(space.state_dict())},
+                            atom_counts))
     return out_dir
