@@ -17,10 +17,11 @@ from harness.core.registry import DENOISERS, FAMILIES, SPACES
 #: dotted key -> why the ``default`` preset states another value than the library
 ON_PURPOSE = {
     "study": "the preset's own name",
-    "data.options": "subset 3000: a study that fits 12 minutes on 2 CPU cores",
+    "data.options": "subset 2000: a study that fits 15 minutes on 2 CPU cores",
     "spaces": "which spaces are compared is the study's choice (the library has no default)",
     "generator_overrides": "invariant / flat use LDM-3DG's linear schedule (the paper's setting)",
-    "budget.value": "compute-matched: every generator trains 3e12 counted FLOPs",
+    "budget.value": "compute-matched: every generator trains 1.5e12 counted FLOPs",
+    "curves.points": "4 curve points (the library's 6): the 15-minute bound",
     "curves.enabled": "the main job shows learning curves; a library study records none unasked",
     "generator.max_steps": "replaced by the budget; 600 is the step count when budget.value is null",
     "generator.ema_decay": "0.995: a few hundred CPU steps (0.999 averages ~1,000 steps, longer "

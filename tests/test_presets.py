@@ -9,7 +9,7 @@ from harness.config.view import resolved_view
 
 # preset -> (train molecules, {space: (max_steps, batch_size, timesteps, schedule)}, widths, sampler)
 PINNED = {
-    "default": (2293, {"raw": ("budget", 64, 500, "polynomial_2"), "invariant": ("budget", 64, 500, "linear"),
+    "default": (1529, {"raw": ("budget", 64, 500, "polynomial_2"), "invariant": ("budget", 64, 500, "linear"),
                        "per_atom": ("budget", 64, 500, "polynomial_2"), "flat": ("budget", 64, 500, "linear")},
                 {"mlp": {"width": 512, "depth": 4}, "egnn": {"hidden": 64, "layers": 4}}, "ddim"),
     "default-steps": (2293, {"raw": (450, 64, 500, "polynomial_2"), "invariant": (600, 64, 500, "linear"),
@@ -39,7 +39,7 @@ PINNED = {
 
 #: presets whose generators train a compute budget (every space the same), not max_steps
 BUDGETS = {"qm9-cpu-hours": {"kind": "flops", "value": 1.5e13, "include_ae": False},
-           "default": {"kind": "flops", "value": 3.0e12, "include_ae": False}}
+           "default": {"kind": "flops", "value": 1.5e12, "include_ae": False}}
 
 
 @pytest.mark.parametrize("preset", sorted(PINNED))
