@@ -193,10 +193,15 @@ class DecodedGraph:
 def decode_graphs(strings: Sequence[str], elements: Sequence[str]) -> list[DecodedGraph]:
     """Decoded SELFIES strings -> graphs with explicit H. A string that places no atom, or an
     element outside ``elements``, gives one bare carbon atom marked ``valid=False``."""
+    return smiles_graphs([tokens_to_smiles([text]) if text else "" for text in strings], elements)
+
+
+def smiles_graphs(smiles_list: Sequence[str], elements: Sequence[str]) -> list[DecodedGraph]:
+    """Decoded SMILES -> graphs with explicit H (an empty or unreadable SMILES, or an element
+    outside ``elements``, gives one bare carbon atom marked ``valid=False``)."""
     Chem = _rdkit()
     graphs = []
-    for text in strings:
-        smiles = tokens_to_smiles([text]) if text else ""
+    for smiles in smiles_list:
         mol = graph_with_hydrogens(smiles)
         if mol is not None:
             numbers, bonds, charges = graph_arrays(mol)

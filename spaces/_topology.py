@@ -7,6 +7,7 @@ decodes to a molecule, so decoding never fails chemically.
 """
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from typing import Sequence
@@ -18,6 +19,8 @@ from torch import nn
 
 from harness.core.types import MolRecord
 from spaces._regularizers import drop_tokens, info_nce, uniformity_loss
+
+log = logging.getLogger(__name__)
 
 PAD, BOS, EOS, UNK = "[PAD]", "[BOS]", "[EOS]", "[UNK]"
 SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)
@@ -122,6 +125,29 @@ def table_strings(table: np.ndarray, vocab: Sequence[str]) -> list[str]:
                 tokens.append(vocab[i])
         out.append("".join(tokens))
     return out
+
+
+@torch.no_grad()
+def encode_selfies(net: "TopologyAutoencoder", smiles: Sequence[str | None], names: Sequence[str],
+                   vocab: Sequence[str], max_len: int) -> tuple[torch.Tensor, dict[str, int]]:
+    """SMILES -> ``z_topo [B, width]`` through their SELFIES tokens; strings longer than
+    ``max_len`` encode as the empty graph (warned). Returns the latents and counts
+    (``unknown_tokens``, ``too_long``)."""
+    token_lists = [smiles_to_tokens(s) for s in smiles]
+    too_long = [k for k, t in enumerate(token_lists) if len(t) > max_len]
+    if too_long:
+        log.warning("invariant.encode: %d of %d molecules (e.g. %s) have SELFIES longer than "
+                    "max_selfies_len=%d (longest %d) and are encoded as the empty graph; "
+                    "refit with a larger max_selfies_len", len(too_long), len(smiles),
+                    names[too_long[0]] or f"#{too_long[0]}", max_len,
+                    max(len(token_lists[k]) for k in too_long))
+        for k in too_long:
+            token_lists[k] = []
+    table, unknown = token_table(token_lists, vocab, max_len)
+    length = max(2, int((table != 0).sum(1).max())) if len(table) else 2
+    device = next(net.parameters()).device
+    z = net.encode(torch.from_numpy(table[:, :length]).to(device))
+    return z, {"unknown_tokens": int(unknown), "too_long": len(too_long)}
 
 
 # -- batches ---------------------------------------------------------------------------------

@@ -9,6 +9,8 @@ each part a ``tanh`` output in [-1, 1]:
   (teacher forcing in training, batched greedy decoding at decode time) writes them back.
   Any token string decodes to a molecule (SELFIES), so decoding never fails chemically; the
   vocabulary is the training set's tokens, so decoded elements are the training elements.
+  ``topology="hiervae"`` uses the paper's own topology AE instead (HierVAE: motif tree,
+  hierarchical encoder, root vector as ``z_topo``; :mod:`spaces._hiervae`).
 * **Geometry AE** (3D coordinates given the graph with explicit H <-> ``z_geo``, width
   ``geo_width``). Encoder: a fully connected EGNN (:class:`harness.core.nn.DenseEGNN`) over atom
   type / formal charge one-hots with bond-order and 2-/3-hop pair features, masked mean pool
@@ -61,12 +63,15 @@ import torch
 from harness.core.registry import SPACES
 from harness.core.types import ATOMIC_NUMBER, LatentBatch, LatentSpec, MolBatch
 from spaces._ablations import invariant_ablations
-from spaces._conformers import (DecodedGraph, decode_graphs, prepare_dataset, relax_coordinates,
+from spaces._conformers import (DecodedGraph, prepare_dataset, relax_coordinates,
                                 stereo_candidates)
 from spaces._geometry import (GeometryAutoencoder, WithInitialCoordinates, first_nearest,
                               reconstruction_rmsds)
-from spaces._topology import (BOS, EOS, SPECIAL_TOKENS, UNK, TokenCollate, TopologyAutoencoder,
-                              default_alphabet, record_smiles, smiles_to_tokens, table_strings,
+from spaces._hiervae import HierVAE, check_options, hier_args
+from spaces._hiervae_vocab import MotifVocab
+from spaces._invariant_topology import fit_topology, topology_exact, topology_graphs
+from spaces._topology import (BOS, EOS, SPECIAL_TOKENS, UNK, TopologyAutoencoder,
+                              default_alphabet, encode_selfies, record_smiles, table_strings,
                               token_table)
 from spaces.base import Space
 
@@ -102,6 +107,8 @@ class InvariantSpace(Space):
         checkpoint: gradient checkpointing of the geometry AE's EGNN / e3nn blocks (training
             memory / ~layers for ~1/3 more compute; large molecules).
         stereo_candidates: stereoisomers tried per decoded molecule (1 = ETKDG's choice).
+        topology: ``"selfies"`` (the GRU above) or ``"hiervae"``; ``hier_*``: HierVAE's own
+            options (:mod:`spaces._hiervae`; ``topo_width`` = its root-vector width).
         relax: MMFF-optimise decoded geometries (rows are labelled ``relaxed``).
         max_val: at most this many validation molecules are prepared and scored in ``fit``.
         seed: network initialisation, training order, conformer embedding.
@@ -121,18 +128,23 @@ class InvariantSpace(Space):
                  latent_noise: float = 0.0, max_selfies_len: int = 48,
                  stereo_candidates: int = 4, relax: bool = False, max_val: int = 500,
                  seed: int = 0, gssl_weight: float = 0.0, max_batch_pairs: int | None = None,
-                 checkpoint: bool = False):
+                 checkpoint: bool = False, topology: str = "selfies", hier_hidden: int = 96,
+                 hier_depth: int = 3, hier_latent: int = 32,
+                 hier_kl: Sequence[float] = (300, 50, 0.005, 0.1), hier_max_steps: int = 150,
+                 hier_vocab: str | None = None):
         options = self.options_from(locals())
         super().__init__(elements, **options)
         if min(topo_width, geo_width, topo_hidden, topo_layers, geo_hidden, geo_layers) < 1:
             raise ValueError(f"invariant: widths, hidden sizes and layers must be >= 1 ({options})")
         if geo_encoder not in ("egnn", "e3nn"):
             raise ValueError(f"invariant: geo_encoder must be 'egnn' or 'e3nn', got {geo_encoder!r}")
+        check_options(options)
         unknown = [e for e in self.elements if e not in ATOMIC_NUMBER]
         if unknown:
             raise ValueError(f"invariant: unknown element symbols {unknown}")
         for key, value in options.items():
             setattr(self, key, value)
+        self.topology_kind = topology       # self.topology holds the network
         self.vocab: list[str] = list(SPECIAL_TOKENS) + default_alphabet(self.elements)
         #: longest token string decode() writes (training maximum + 4 after fit).
         self.decode_len = max_selfies_len
@@ -167,19 +179,19 @@ class InvariantSpace(Space):
         return cls.apply_choices(trial, sweep, options)
 
     # -- vocabulary ---------------------------------------------------------------------------
-    def _build_topology(self) -> TopologyAutoencoder:
+    def _build_topology(self, vocab: MotifVocab | None = None) -> TopologyAutoencoder | HierVAE:
+        if self.topology_kind == "hiervae":
+            return HierVAE(vocab or MotifVocab(), **hier_args(self.options))
         return TopologyAutoencoder(len(self.vocab), self.topo_width, self.topo_hidden,
                                    self.topo_layers, uniformity_weight=self.uniformity_weight,
                                    latent_noise=self.latent_noise, gssl_weight=self.gssl_weight)
 
     def _build_geometry(self) -> GeometryAutoencoder:
-        return GeometryAutoencoder(len(self.elements), self.geo_width, self.geo_hidden,
-                                   self.geo_layers, encoder=self.geo_encoder,
-                                   bond_weight=self.bond_weight,
-                                   distance_weight=self.distance_weight,
-                                   uniformity_weight=self.uniformity_weight,
-                                   hydrogen_index=self._hydrogen_index,
-                                   gssl_weight=self.gssl_weight, checkpoint=self.checkpoint)
+        return GeometryAutoencoder(
+            len(self.elements), self.geo_width, self.geo_hidden, self.geo_layers,
+            encoder=self.geo_encoder, bond_weight=self.bond_weight, distance_weight=self.distance_weight,
+            uniformity_weight=self.uniformity_weight, hydrogen_index=self._hydrogen_index,
+            gssl_weight=self.gssl_weight, checkpoint=self.checkpoint)
 
     @property
     def _token_index(self) -> dict[str, int]:
@@ -212,9 +224,6 @@ class InvariantSpace(Space):
         per-AE histories, preparation counts, validation reconstruction figures (topology
         exact-match rate; geometry Kabsch RMSD from the stereo-aware initial conformer with
         the true graph) and seconds."""
-        from torch.utils.data import DataLoader
-
-        from harness.core.data.base import IndexDataset
         from spaces._autoencoder import mol_loader, train_autoencoder
 
         t0 = time.perf_counter()
@@ -244,17 +253,8 @@ class InvariantSpace(Space):
                              v_counts, v_unknown)
         prep_seconds = time.perf_counter() - t0
 
-        def token_loader(tab, shuffle):
-            return DataLoader(IndexDataset(len(tab)), batch_size=self.batch_size, shuffle=shuffle,
-                              collate_fn=TokenCollate(tab),
-                              generator=torch.Generator().manual_seed(self.seed))
-
-        self.topology.train()
-        topo_stats = train_autoencoder(
-            self.topology, token_loader(table, True),
-            token_loader(val_parts[1], False) if val_parts else None,
-            epochs=self.epochs_topo, lr=self.lr, progress=progress, seed=self.seed,
-            trainer_kwargs=trainer_kwargs)
+        topo_stats = fit_topology(self, [train[int(m)] for m in keep], table, val_parts,
+                                  progress, trainer_kwargs)
         self.topology.eval()
         self.geometry.train()
         geo_stats = train_autoencoder(
@@ -283,10 +283,7 @@ class InvariantSpace(Space):
     def _validation_figures(self, val_kept, table, init_flat, init_ptr, counts, unknown):
         """Topology exact-match rate (greedy-decoded SELFIES string equals the input's) and geometry
         Kabsch RMSDs (true graph, stereo-aware ETKDG start; the start's own RMSD for scale)."""
-        z = torch.cat([self.topology.encode(torch.from_numpy(table[s:s + 256]))
-                       for s in range(0, len(table), 256)])
-        decoded = self._greedy(z)
-        exact = float(np.mean([a == b for a, b in zip(decoded, self._strings(table))]))
+        exact = topology_exact(self, val_kept, table)
         step = max(1, min(256, self.EVAL_PAIRS // max(1, int(val_kept.atom_counts.max()) ** 2)))
         rmsd = reconstruction_rmsds(self.geometry, val_kept, WithInitialCoordinates(init_flat, init_ptr),
                                     step, self._hydrogen_index)
@@ -331,33 +328,27 @@ class InvariantSpace(Space):
                              f"space's {self.elements}")
         records = batch.to_records()
         smiles = [record_smiles(r) for r in records]
-        token_lists = [smiles_to_tokens(s) for s in smiles]
-        too_long = [k for k, t in enumerate(token_lists) if len(t) > self.max_selfies_len]
-        if too_long:
-            log.warning("invariant.encode: %d of %d molecules (e.g. %s) have SELFIES longer than "
-                        "max_selfies_len=%d (longest %d) and are encoded as the empty graph; "
-                        "refit with a larger max_selfies_len", len(too_long), len(records),
-                        records[too_long[0]].name or f"#{too_long[0]}", self.max_selfies_len,
-                        max(len(token_lists[k]) for k in too_long))
-            for k in too_long:
-                token_lists[k] = []
-        table, unknown = self._token_table(token_lists)
-        length = max(2, int((table != 0).sum(1).max())) if len(table) else 2
-        device = next(self.topology.parameters()).device
-        z_topo = self.topology.encode(torch.from_numpy(table[:, :length]).to(device))
+        if self.topology_kind == "hiervae":
+            z_topo, info = self.topology.encode_smiles(smiles)
+        else:
+            z_topo, info = encode_selfies(self.topology, smiles, [r.name for r in records],
+                                          self.vocab, self.max_selfies_len)
+        z_geo = self._encode_geometry(batch)
+        self.last_encode_info = {"molecules": len(batch), **info,
+                                 "unencodable": int(sum(s is None for s in smiles))
+                                 + info.get("unencodable", 0)}
+        return LatentBatch(h=torch.cat([z_topo.to(z_geo.dtype), z_geo], -1), spec=self.spec)
+
+    def _encode_geometry(self, batch: MolBatch) -> torch.Tensor:
         step = self._chunk(batch.mask, len(batch))
-        z_geo = torch.cat([self.geometry.encode(batch.atom_types[s:s + step], batch.charges[s:s + step],
+        return torch.cat([self.geometry.encode(batch.atom_types[s:s + step], batch.charges[s:s + step],
                                                 batch.bonds[s:s + step], batch.pos[s:s + step],
                                                 batch.mask[s:s + step])
                            for s in range(0, len(batch), step)]) if len(batch) else \
             self.geometry.encode(batch.atom_types, batch.charges, batch.bonds, batch.pos, batch.mask)
-        self.last_encode_info = {"molecules": len(batch), "unknown_tokens": int(unknown),
-                                 "unencodable": int(sum(s is None for s in smiles)),
-                                 "too_long": len(too_long)}
-        return LatentBatch(h=torch.cat([z_topo.to(z_geo.dtype), z_geo], -1), spec=self.spec)
 
-    def _decode_graphs(self, strings: Sequence[str]) -> list[DecodedGraph]:
-        return decode_graphs(strings, self.elements)
+    def _topology_graphs(self, z_topo: torch.Tensor) -> list[DecodedGraph]:
+        return topology_graphs(self, z_topo)
 
     @torch.no_grad()
     def topology_atom_counts(self, latent: LatentBatch) -> torch.Tensor:
@@ -365,7 +356,7 @@ class InvariantSpace(Space):
         RDKit hydrogens only, no conformer or geometry network; equal to what :meth:`decode`
         returns (an invalid topology counts its one carbon)."""
         z_topo = latent.h[:, : self.topo_width].to(next(self.topology.parameters()).dtype)
-        return torch.tensor([len(g.numbers) for g in self._decode_graphs(self._greedy(z_topo))],
+        return torch.tensor([len(g.numbers) for g in self._topology_graphs(z_topo)],
                             dtype=torch.long)
 
     @torch.no_grad()
@@ -384,7 +375,7 @@ class InvariantSpace(Space):
         dtype = next(self.geometry.parameters()).dtype
         z_topo = h[:, : self.topo_width].to(next(self.topology.parameters()).dtype)
         z_geo = h[:, self.topo_width:].to(dtype)
-        graphs = self._decode_graphs(self._greedy(z_topo))
+        graphs = self._topology_graphs(z_topo)
         owner, cand_records, init_kinds = stereo_candidates(
             graphs, self.stereo_candidates, self.geo_encoder == "egnn", self.seed)
         cand = MolBatch.from_records(cand_records, self.elements)
@@ -433,12 +424,14 @@ class InvariantSpace(Space):
     def state_dict(self) -> dict[str, Any]:
         return {"vocab": list(self.vocab), "decode_len": int(self.decode_len),
                 "topology": self.topology.state_dict(),
-                "geometry": self.geometry.state_dict()}
+                "geometry": self.geometry.state_dict(),
+                **({"motif_vocab": self.topology.vocab.state()} if self.topology_kind == "hiervae" else {})}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.vocab = list(state["vocab"])
         self.decode_len = int(state.get("decode_len", self.max_selfies_len))
-        self.topology = self._build_topology()
+        self.topology = self._build_topology(MotifVocab.from_state(state["motif_vocab"])
+                                             if self.topology_kind == "hiervae" else None)
         self.topology.load_state_dict(state["topology"])
         self.geometry.load_state_dict(state["geometry"])
         self.topology.eval()
