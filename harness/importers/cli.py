@@ -2,6 +2,8 @@
 directory (:func:`harness.importers.edm.import_edm`,
 :func:`harness.importers.geoldm.import_geoldm`); then ``l3dg sample RUN --space raw`` (EDM) /
 ``--space per_atom`` (GeoLDM) and ``l3dg eval`` work on it as on a run the harness trained.
+``l3dg import ldm3dg DIR`` reads LDM-3DG's release safely and refuses it with the reason
+(:mod:`harness.importers.ldm3dg`).
 
 Wiring, in the ``cli`` room (importers sit below it and do not import it, see
 ``tests/test_architecture.py`` ROOMS): call :func:`add_parser` beside the other sub-parsers
@@ -16,7 +18,7 @@ from pathlib import Path
 __all__ = ["add_parser", "cmd_import", "FORMATS"]
 
 #: format -> the space its run directory uses
-FORMATS = {"edm": "raw", "geoldm": "per_atom"}
+FORMATS = {"edm": "raw", "geoldm": "per_atom", "ldm3dg": "invariant"}
 
 
 def add_parser(sub) -> None:
@@ -25,7 +27,9 @@ def add_parser(sub) -> None:
                                       "work on it)")
     p.add_argument("format", choices=tuple(FORMATS),
                    help="edm: EDM's outputs/<exp>/ folder; geoldm: GeoLDM's outputs/<exp>/ "
-                        "folder (both: args.pickle + generative_model[_ema].npy)")
+                        "folder (both: args.pickle + generative_model[_ema].npy); ldm3dg: the "
+                        "folder holding LDM-3DG's AE_topo_weights_and_data/ and "
+                        "AE_geom_uncond_weights_and_data/ (read, then refused with the reason)")
     p.add_argument("source", help="the folder to import")
     p.add_argument("--out", help="run directory to write (default: runs/<folder name>)")
     p.add_argument("--commit", help="the source code's git commit, recorded in import.json")
@@ -47,7 +51,11 @@ def cmd_import(args: argparse.Namespace) -> int:
         if not isinstance(raw, dict):
             raise ValueError(f"{args.atom_counts}: expected a JSON object {{n_atoms: count}}")
         counts = {int(k): int(v) for k, v in raw.items()}
-    if args.format == "geoldm":
+    if args.format == "ldm3dg":
+        from harness.importers.ldm3dg import import_ldm3dg
+
+        run = import_ldm3dg(source, out)
+    elif args.format == "geoldm":
         from harness.importers.geoldm import import_geoldm
 
         run = import_geoldm(source, out, commit=args.commit, atom_counts=counts,
