@@ -63,7 +63,7 @@ import torch
 from harness.core.registry import SPACES
 from harness.core.types import ATOMIC_NUMBER, LatentBatch, LatentSpec, MolBatch
 from spaces._ablations import invariant_ablations
-from spaces._conformers import (DecodedGraph, prepare_dataset, relax_coordinates,
+from spaces._conformers import (DecodedGraph, decode_graphs, prepare_dataset, relax_coordinates,
                                 stereo_candidates)
 from spaces._geometry import (GeometryAutoencoder, WithInitialCoordinates, first_nearest,
                               reconstruction_rmsds)
@@ -346,6 +346,10 @@ class InvariantSpace(Space):
                                                 batch.mask[s:s + step])
                            for s in range(0, len(batch), step)]) if len(batch) else \
             self.geometry.encode(batch.atom_types, batch.charges, batch.bonds, batch.pos, batch.mask)
+
+    def _decode_graphs(self, strings: Sequence[str]) -> list[DecodedGraph]:
+        """Greedy-decoded SELFIES strings -> graphs (:func:`spaces._conformers.decode_graphs`)."""
+        return decode_graphs(strings, self.elements)
 
     def _topology_graphs(self, z_topo: torch.Tensor) -> list[DecodedGraph]:
         return topology_graphs(self, z_topo)
