@@ -20,7 +20,8 @@ from torch import nn
 from harness.core.types import MolRecord
 from spaces._regularizers import drop_tokens, info_nce, uniformity_loss
 
-log = logging.getLogger(__name__)
+#: warnings of the invariant space's encode go to its logger, as before the move here
+log = logging.getLogger("spaces.invariant")
 
 PAD, BOS, EOS, UNK = "[PAD]", "[BOS]", "[EOS]", "[UNK]"
 SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)
