@@ -132,6 +132,7 @@ class InvariantSpace(Space):
                  hier_depth: int = 3, hier_latent: int = 32,
                  hier_kl: Sequence[float] = (300, 50, 0.005, 0.1), hier_max_steps: int = 150,
                  hier_vocab: str | None = None):
+        hier_kl = list(hier_kl) if isinstance(hier_kl, tuple) else hier_kl   # as saved (JSON)
         options = self.options_from(locals())
         super().__init__(elements, **options)
         if min(topo_width, geo_width, topo_hidden, topo_layers, geo_hidden, geo_layers) < 1:
