@@ -40,18 +40,18 @@ CHARGES = torch.tensor([1.0, 6.0, 7.0, 8.0, 9.0])
 
 
 def qm9_batch(seed: int = 0):
-    """64 QM9-like molecules: ``(onehot [B, N, 5], charges [B, N, 1], x [B, N, 3], mask [B, N])``
-    with atom counts ~ N(18, 3) clipped to 3..29 and zero-CoM positions in Angstrom."""
-    g = torch.Generator().manual_seed(seed)
-    n = (torch.randn(B, generator=g) * 3 + 18).round().clamp(3, 29).long()
-    N = int(n.max())
-    mask = torch.arange(N)[None] < n[:, None]
+    """64 QM9-like molecules (``test_bench_generators.qm9_like`` with 5 types): ``(onehot
+    [B, N, 5], charges [B, N, 1], x [B, N, 3], mask [B, N])``, positions zero-CoM in Angstrom."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_generators", Path(__file__).with_name("test_bench_generators.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    onehot, x, mask = mod.qm9_like(B, seed=seed, feat=5)
     m = mask[..., None].float()
-    types = torch.randint(0, 5, (B, N), generator=g)
-    onehot = torch.nn.functional.one_hot(types, 5).float() * m
-    x = 1.5 * torch.randn(B, N, 3, generator=g) * m
     x = (x - (x * m).sum(1, keepdim=True) / m.sum(1, keepdim=True)) * m
-    return onehot, CHARGES[types][..., None] * m, x, mask
+    return onehot, (onehot @ CHARGES)[..., None], x, mask
 
 
 def edm_model(edm_root: str, layers: int, hidden: int, T: int = 1000):
@@ -91,8 +91,7 @@ def _optimiser(params):
 
 def edm_steps(edm_root: str, edm, batch):
     """``(train_step, reverse_step)`` closures running EDM's code."""
-    sys.path.insert(0, edm_root) if edm_root not in sys.path else None
-    import utils as edm_utils
+    import utils as edm_utils   # EDM's, on sys.path since edm_model()
 
     onehot, charges, x, mask = batch
     node_mask = mask[..., None].float()
