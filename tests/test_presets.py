@@ -26,6 +26,15 @@ PINNED = {
                        "per_atom@flow": (450, 64, 500, "polynomial_2"),
                        "flat": (600, 64, 500, "linear"), "flat@flow": (600, 64, 500, "polynomial_2")},
                 {"mlp": {"width": 512, "depth": 4}, "egnn": {"hidden": 64, "layers": 4}}, "ddim"),
+    "qm9-families": (2293, {f"{space}{alias}": ("budget", 64, 500,
+                                                 "linear" if space in ("invariant", "flat") and not alias
+                                                 else "polynomial_2")
+                            for space in ("raw", "invariant", "per_atom", "flat")
+                            for alias in ("", "@flow", "@precond")},
+                     {"mlp": {"width": 512, "depth": 4}, "egnn": {"hidden": 64, "layers": 4}}, "ddim"),
+    "qm9-families-long": (19873, {f"{space}{alias}": ("budget", 64, 500, "polynomial_2")
+                                  for space in ("raw", "per_atom") for alias in ("", "@flow", "@precond")},
+                          {"mlp": {"width": 512, "depth": 4}, "egnn": {"hidden": 64, "layers": 4}}, "ddim"),
     "qm9-paper": (100000, {"raw": (1_000_000, 64, 1000, "polynomial_2"),
                            "invariant": (1_000_000, 512, 500, "linear"),
                            "per_atom": (1_000_000, 64, 1000, "polynomial_2"),
@@ -39,6 +48,8 @@ PINNED = {
 
 #: presets whose generators train a compute budget (every space the same), not max_steps
 BUDGETS = {"qm9-cpu-hours": {"kind": "flops", "value": 1.5e13, "include_ae": False},
+           "qm9-families-long": {"kind": "flops", "value": 1.5e13, "include_ae": False},
+           "qm9-families": {"kind": "flops", "value": 3.0e12, "include_ae": False},
            "default": {"kind": "flops", "value": 1.5e12, "include_ae": False}}
 
 
@@ -53,8 +64,8 @@ def test_preset_resolves_to_its_pinned_values(preset):
                   g["diffusion"]["timesteps"], g["diffusion"]["schedule"])
            for name, g in ((n, e["generator"]) for n, e in view["effective"].items())}
     assert got == steps
-    for name, e in view["effective"].items():   # `<space>@flow` aliases train the flow family
-        assert e["generator"]["family"] == ("flow" if name.endswith("@flow") else "diffusion")
+    for name, e in view["effective"].items():   # `<space>@<family>` aliases train that family
+        assert e["generator"]["family"] == (name.partition("@")[2] or "diffusion")
     for name, e in view["effective"].items():
         assert e["generator"]["denoiser_options"] == widths
     assert view["config"]["sampling"]["sampler"] == sampler
