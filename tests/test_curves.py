@@ -144,6 +144,7 @@ def test_study_with_a_flop_budget_records_a_scored_curve_and_its_report_pieces(t
     import math
 
     from harness.report.plots_curves import curves_section, prior_floor, time_to_threshold
+    from harness.results.curves import curve_band, curve_series
     from harness.study.runner import Study
 
     study = Study.from_source("tiny", [f"output_dir={tmp_path}", "spaces={raw: {}}",
@@ -162,6 +163,11 @@ def test_study_with_a_flop_budget_records_a_scored_curve_and_its_report_pieces(t
     assert curve["points"][-1]["step"] == info["steps"]
     for p in curve["points"]:
         assert {"edm.validity", "edm.mol_stability", "dist.atom_type_tv", "quality"} <= set(p["values"])
+        for key in ("edm.validity", "edm.mol_stability"):       # 16 molecules: Wilson intervals
+            lo, hi = p["intervals"][key]
+            assert 0.0 <= lo <= p["values"][key] <= hi <= 1.0 and hi - lo > 0.1
+    assert curve_band(curve, "edm.validity")[0] == curve_series(curve, "edm.validity")[0]
+    assert curve_band({"points": [{"train_seconds": 1, "values": {}}]}, "edm.validity") == ([], [], [])
     assert "edm.validity" in prior_floor(root, "raw")
     result = time_to_threshold(root, ["raw"], {"edm.mol_stability": 1.01})
     assert result["spaces"]["raw"]["edm.mol_stability"] is None          # never reached

@@ -6,7 +6,8 @@ reaches) and ``<space>/state.json`` (autoencoder seconds).
 
 * :func:`plot_learning_curves` — one row per metric (quality, validity, molecule stability),
   two panels: against generator training seconds and against counted training FLOPs (log
-  axes), each space's prior control as a dashed floor in its colour.
+  axes), each space's prior control as a dashed floor in its colour, and a shaded band for
+  the points' 95 % intervals where the curve recorded them.
 * :func:`time_to_threshold` — per space and metric, the first curve point at or above a
   threshold (no interpolation between points: the figure is an upper bound at the curve's
   resolution) with its training seconds, seconds including the autoencoder, FLOPs and step;
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.core.io import atomic_path, read_json
-from harness.results.curves import QUALITY_NOTE, curve_series, read_curve
+from harness.results.curves import QUALITY_NOTE, curve_band, curve_series, read_curve
 
 __all__ = ["CURVE_KEYS", "DEFAULT_THRESHOLDS", "load_curves", "prior_floor",
            "plot_learning_curves", "time_to_threshold", "threshold_table", "curves_section"]
@@ -94,6 +95,9 @@ def plot_learning_curves(root: str | Path, spaces: list[str], path: str | Path,
                 xs, ys = curve_series(curves[name], key, x)
                 if xs:
                     ax.plot(xs, ys, "o-", color=colour, label=name, lw=1.2, ms=3)
+                bx, lo, hi = curve_band(curves[name], key, x)
+                if bx:                      # the points' 95 % Wilson intervals
+                    ax.fill_between(bx, lo, hi, color=colour, alpha=0.15, lw=0)
                 f = floor.get(key)
                 if isinstance(f, (int, float)) and math.isfinite(f):
                     ax.axhline(f, color=colour, ls="--", lw=0.8, alpha=0.7)

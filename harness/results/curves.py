@@ -8,7 +8,7 @@ from typing import Any
 
 from harness.core.io import read_json
 
-__all__ = ["QUALITY_NOTE", "read_curve", "curve_series"]
+__all__ = ["QUALITY_NOTE", "read_curve", "curve_series", "curve_band"]
 
 QUALITY_NOTE = "quality/v2 without FCD (valid_unique x mol_stable x (1 - mean TV))"
 
@@ -33,3 +33,18 @@ def curve_series(curve: dict[str, Any], key: str, x: str = "train_seconds"
             xs.append(float(p[x]))
             ys.append(float(v))
     return xs, ys
+
+
+def curve_band(curve: dict[str, Any], key: str, x: str = "train_seconds"
+               ) -> tuple[list[float], list[float], list[float]]:
+    """``(xs, lows, highs)``: the 95 % interval of metric ``key`` at the points that recorded
+    one (curves written before intervals were recorded have none: empty lists)."""
+    xs, lows, highs = [], [], []
+    for p in curve.get("points", []):
+        band = (p.get("intervals") or {}).get(key)
+        if isinstance(band, (list, tuple)) and len(band) == 2 and all(
+                isinstance(b, (int, float)) and math.isfinite(b) for b in band):
+            xs.append(float(p[x]))
+            lows.append(float(band[0]))
+            highs.append(float(band[1]))
+    return xs, lows, highs

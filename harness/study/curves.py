@@ -10,8 +10,10 @@ training) it
    weights;
 2. hands them to ``decode_and_score(latents) -> {metric: value}`` (built by the study:
    :func:`decode_and_score_fn` decodes with the space and scores with :data:`CURVE_SUITE`);
-3. appends ``{"step", "train_seconds", "flops", "values", "eval_seconds"}`` to
-   ``<space>/curve.json`` (written atomically after every point).
+3. appends ``{"step", "train_seconds", "flops", "values", "intervals", "eval_seconds"}`` to
+   ``<space>/curve.json`` (written atomically after every point); ``intervals`` holds the
+   95 % Wilson intervals of the molecule-level proportions (validity, uniqueness, molecule
+   stability, ...) when the closure returns them under the key ``"intervals"``.
 
 Training is not disturbed: sampling draws from its own ``torch.Generator``s, and the global
 torch (CPU and CUDA), NumPy and ``random`` states are restored after each point, so weights
@@ -21,9 +23,10 @@ they are the uninterrupted run's. Only global rank 0 evaluates and writes; evalu
 excluded from the :class:`~harness.study.budget.TrainingClock`.
 
 ``train_seconds`` is the clock's count (load-dependent); ``flops`` = step x counted FLOPs per
-step (:func:`harness.study.budget.count_step_flops`). Points are too few and too small (64
-molecules by default) for intervals; the final table, with its intervals, is the ``score``
-stage's.
+step (:func:`harness.study.budget.count_step_flops`). Points are small (64 molecules by
+default): their Wilson intervals are wide (about ±0.12 at 0.5) and say which differences
+between curves are noise; bootstrap intervals of the distribution metrics and of quality are
+the ``score`` stage's, on its larger sample.
 """
 from __future__ import annotations
 
@@ -169,31 +172,38 @@ class LearningCurve(pl.Callback):
             return
         t0 = time.perf_counter()
         values = self.evaluate(pl_module)
+        intervals = values.pop("intervals", {})
         dt = time.perf_counter() - t0
         self.clock.exclude(dt)
         self.eval_seconds += dt
         self.points.append({"step": step, "train_seconds": round(self.clock.seconds, 4),
                             "flops": self.flops_per_step * step, "values": values,
-                            "eval_seconds": round(dt, 3)})
+                            "intervals": intervals, "eval_seconds": round(dt, 3)})
         atomic_write_json(self.path, self._payload())
 
-    def evaluate(self, pl_module) -> dict[str, float]:
+    def evaluate(self, pl_module) -> dict[str, Any]:
         """Sample, decode and score at the module's current (EMA) weights; every global RNG
-        state is restored afterwards."""
+        state is restored afterwards. Returns ``{metric: value}`` plus, when the closure gives
+        them, ``"intervals": {metric: [low, high]}``."""
         with rng_guard(pl_module.device):
             latents = pl_module.sample(self.n_samples, sampler=self.sampler, steps=self.steps,
                                        eta=self.eta, seed=self.seed, batch_size=self.batch_size,
                                        context=self.context, progress=False)
             values = self.decode_and_score(latents.to("cpu"))
-        return {k: float(v) for k, v in values.items()
-                if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        out: dict[str, Any] = {k: float(v) for k, v in values.items()
+                               if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        intervals = values.get("intervals")
+        if isinstance(intervals, dict):
+            out["intervals"] = {k: [float(lo), float(hi)] for k, (lo, hi) in intervals.items()}
+        return out
 
 
 def decode_and_score_fn(study: StudyContext, space: Any) -> Callable[[Any], dict[str, float]]:
     """The study's closure: decode with ``space``, score with ``curve/v1`` against the
-    training split (novelty, distribution references), add ``quality``."""
+    training split (novelty, distribution references), add ``quality`` and the Wilson
+    intervals of the proportions (under ``"intervals"``)."""
     from harness.results.state import decoded_samples
-    from metrics.intervals import quality
+    from metrics.intervals import proportion_intervals, quality
     from metrics.suites import Member, Suite, score_molecules
 
     suite = Suite(CURVE_SUITE_NAME, tuple(Member(m, v, tuple(sorted(o.items())))
@@ -202,8 +212,10 @@ def decode_and_score_fn(study: StudyContext, space: Any) -> Callable[[Any], dict
 
     def decode_and_score(latents) -> dict[str, float]:
         decoded = space.decode(latents)          # as the sample stage calls it
-        values = dict(score_molecules(decoded_samples(decoded), suite, study.split("train")))
+        results = score_molecules(decoded_samples(decoded), suite, study.split("train"))
+        values: dict[str, Any] = dict(results)
         values["quality"] = quality(values)
+        values["intervals"] = proportion_intervals(values, results.metadata)
         return values
 
     return decode_and_score
