@@ -8,7 +8,8 @@ public code's behaviour.
   of a user's SMILES file with ``hier_vocab``; unknown entries map to ``<unk>``, never a
   ``KeyError``).
 * Encoder: :mod:`spaces._hiervae_encoder` (atom -> attachment -> motif message passing); the
-  **latent is the root vector** ``tanh(W h_root)`` of width ``topo_width`` (LDM-3DG: 250), not
+  **latent is the root vector** ``tanh(LayerNorm(W h_root))`` of width ``topo_width`` (LDM-3DG:
+  250, without the LayerNorm: see the encoder), not
   the VAE sample.
 * VAE head: ``R_mean`` / ``R_var`` map the root vector to a ``hier_latent``-d Gaussian (paper:
   32; ``log var = -|R_var(.)|``); training decodes a sample, decoding uses ``R_mean(root)``

@@ -10,9 +10,14 @@ Three levels, each a message-passing network over index tensors (no Python loop 
 * **motif layer** over the motif tree: each node starts from its motif's embedding plus its
   attachment-layer vector.
 
-The root node's motif-layer vector -> Linear -> ``tanh`` is the **root vector** ``[B, width]``:
-the latent LDM-3DG diffuses (its 250-d ``tanh`` root vector; ``width`` = the space's
-``topo_width``). As in the paper, the message-passing weights are shared across iterations.
+The root node's motif-layer vector -> Linear -> LayerNorm -> ``tanh`` is the **root vector**
+``[B, width]``: the latent LDM-3DG diffuses (its 250-d ``tanh`` root vector; ``width`` = the
+space's ``topo_width``). As in the paper, the message-passing weights are shared across
+iterations. The LayerNorm is this implementation's: without it the Linear's output grows to
+|x| ~ 10 within ~25 Adam updates (lr 5e-3; ~5 at the paper's 1e-3 with clipping at 5), the
+``tanh`` saturates, and the root vector becomes the same for every molecule (std across
+molecules ~1e-7), so the decoder gets no information and collapses onto one molecule
+(BENCHMARKS.md, "Topology autoencoders").
 """
 from __future__ import annotations
 
@@ -56,6 +61,7 @@ class HierEncoder(nn.Module):
         self.att_in = nn.Linear(2 * hidden, hidden)
         self.motif_in = nn.Linear(2 * hidden, hidden)
         self.root = nn.Linear(hidden, width)
+        self.root_norm = nn.LayerNorm(width)     # keeps the tanh out of saturation (see above)
 
     def forward(self, t: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Returns ``(root [B, width], node vectors [K_total, H], atom vectors [A_total, H])``."""
@@ -68,4 +74,4 @@ class HierEncoder(nn.Module):
         h_att = self.att_layer(h_att, t["tree_src"], t["tree_dst"], tree_edge)
         h_node = torch.relu(self.motif_in(torch.cat([self.emb["motif"](t["motif"]), h_att], -1)))
         h_node = self.motif_layer(h_node, t["tree_src"], t["tree_dst"], tree_edge)
-        return torch.tanh(self.root(h_node[t["root"]])), h_node, h_atom
+        return torch.tanh(self.root_norm(self.root(h_node[t["root"]]))), h_node, h_atom
