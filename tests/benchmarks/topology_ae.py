@@ -9,7 +9,7 @@ A benchmark script, not a test (pytest does not collect it; CI never runs it)::
 Both models see the same QM9 training molecules (the first ``--train`` of ``qm9:train``,
 canonical stereo-free heavy-atom SMILES as the invariant space writes them) and train for the
 same wall-clock budget (Lightning's ``max_time``; one thread), each with the invariant
-space's defaults for its options. Scored on the first ``--test`` molecules of ``qm9:test``:
+space's defaults for its options (``--option KEY=VALUE`` overrides one for both). Scored on the first ``--test`` molecules of ``qm9:test``:
 
 * **reconstruction**: greedy decode of the encoded test molecule has the input's canonical
   SMILES (exact match; Wilson 95 % interval);
@@ -60,7 +60,7 @@ def _shuffled_prior(z: torch.Tensor, n: int, seed: int) -> torch.Tensor:
     return z[torch.from_numpy(rows), torch.arange(z.shape[1])[None, :]]
 
 
-def run_selfies(train, test, seconds, seed, width):
+def run_selfies(train, test, seconds, seed, width, options):
     from torch.utils.data import DataLoader
 
     from harness.core.data.base import IndexDataset
@@ -80,7 +80,7 @@ def run_selfies(train, test, seconds, seed, width):
     )
     from spaces.invariant import InvariantSpace
 
-    d = InvariantSpace(topo_width=width)      # the space's defaults for the GRU
+    d = InvariantSpace(topo_width=width, **options)      # the space's defaults for the GRU
     t0 = time.perf_counter()
     tokens = [smiles_to_tokens(s) for s in train]
     vocab = list(SPECIAL_TOKENS) + sorted({t for seq in tokens for t in seq})
@@ -106,11 +106,11 @@ def run_selfies(train, test, seconds, seed, width):
     return net, encode, decode, stats, prep, {"vocab": len(vocab)}
 
 
-def run_hiervae(train, test, seconds, seed, width):
+def run_hiervae(train, test, seconds, seed, width, options):
     from spaces._hiervae import fit_hiervae, hier_args
     from spaces.invariant import InvariantSpace
 
-    d = InvariantSpace(topology="hiervae", topo_width=width)
+    d = InvariantSpace(topology="hiervae", topo_width=width, **options)
     model, stats = fit_hiervae(hier_args(d.options), train, [], None, epochs=10 ** 6, lr=d.lr,
                                batch_size=d.batch_size, seed=seed, progress=False,
                                trainer_kwargs={"max_time": {"seconds": seconds}})
@@ -129,7 +129,18 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--models", default="selfies,hiervae")
     parser.add_argument("--out", default="/tmp/topology_ae.json")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="an invariant-space option for both models, YAML value (repeat): "
+                             "--option lr=1e-3 --option 'hier_kl=[10000, 1, 0, 0]'")
     args = parser.parse_args()
+    import yaml
+
+    options = {}
+    for item in args.option:
+        key, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--option {item!r}: expected KEY=VALUE")
+        options[key.strip()] = yaml.safe_load(value)
     torch.set_num_threads(1)
     from harness.core.data import load_dataset
     from harness.core.rdmol import smiles_canonical
@@ -140,7 +151,7 @@ def main() -> None:
     results = {"args": vars(args), "train_molecules": len(train), "test_molecules": len(test)}
     for name in args.models.split(","):
         run = {"selfies": run_selfies, "hiervae": run_hiervae}[name]
-        net, encode, decode, stats, prep, vocab = run(train, test, args.seconds, args.seed, args.width)
+        net, encode, decode, stats, prep, vocab = run(train, test, args.seconds, args.seed, args.width, options)
         t0 = time.perf_counter()
         with torch.no_grad():
             decoded = decode(encode(test))
