@@ -140,7 +140,12 @@ def main() -> None:
         key, sep, value = item.partition("=")
         if not sep:
             parser.error(f"--option {item!r}: expected KEY=VALUE")
-        options[key.strip()] = yaml.safe_load(value)
+        value = yaml.safe_load(value)
+        try:                            # YAML 1.1 reads "1e-3" as a string
+            value = float(value) if isinstance(value, str) else value
+        except ValueError:
+            pass
+        options[key.strip()] = value
     torch.set_num_threads(1)
     from harness.core.data import load_dataset
     from harness.core.rdmol import smiles_canonical
