@@ -77,6 +77,9 @@ def check_options(options: dict[str, Any]) -> None:
     bad = [k for k, v in sizes.items() if isinstance(v, bool) or not isinstance(v, int) or v < 1]
     if bad:
         raise ValueError(f"invariant: {bad[0]} must be an integer >= 1, got {sizes[bad[0]]!r}")
+    lr = options.get("hier_lr", 1e-3)
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+        raise ValueError(f"invariant: hier_lr must be a number > 0 (the paper's 1e-3), got {lr!r}")
     kl = options["hier_kl"]
     if (isinstance(kl, (str, bytes)) or not hasattr(kl, "__len__") or len(kl) != 4
             or any(isinstance(x, bool) or not isinstance(x, (int, float)) or x < 0 for x in kl)):

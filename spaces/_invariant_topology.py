@@ -30,7 +30,7 @@ def fit_topology(space, train_records, table: np.ndarray, val_parts, progress: b
         space.topology, stats = fit_hiervae(
             hier_args(space.options), [record_smiles(r) for r in train_records],
             [record_smiles(r) for r in val_parts[0]] if val_parts else [], space.hier_vocab,
-            space.epochs_topo, space.lr, space.batch_size, space.seed, progress, trainer_kwargs)
+            space.epochs_topo, space.hier_lr, space.batch_size, space.seed, progress, trainer_kwargs)
         return stats
 
     def token_loader(tab, shuffle):

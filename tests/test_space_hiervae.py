@@ -149,6 +149,7 @@ def test_kl_schedule_follows_the_papers_shape():
     ({"topology": "hiervae", "hier_hidden": 0}, "hier_hidden must be an integer >= 1"),
     ({"topology": "hiervae", "hier_max_steps": 1.5}, "hier_max_steps must be an integer >= 1"),
     ({"topology": "hiervae", "hier_kl": [1, 2]}, "hier_kl must be [warmup_steps"),
+    ({"topology": "hiervae", "hier_lr": 0}, "hier_lr must be a number > 0"),
     ({"topology": "hiervae", "hier_vocab": "/nonexistent/motifs.smi"}, "is not a file"),
 ])
 def test_configuration_errors_are_clear(options, message):

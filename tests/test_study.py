@@ -120,6 +120,9 @@ def test_sample_and_report_commands(finished, capsys):
     ("generator.max_steps=ten", "config key 'generator.max_steps' must be an integer"),
     ("spaces={nope: {}}", "config key 'spaces.nope': unknown space 'nope'"),
     ("spaces.flat.widht=3", "unknown config key 'spaces.flat.widht'"),
+    ("spaces.flat.width=wide", "config key 'spaces.flat.width' must be an integer"),
+    ("spaces.flat.epochs=2.5", "config key 'spaces.flat.epochs' must be an integer"),
+    ("spaces={invariant: {lr: 1e-3}}", "YAML reads 1e-3 as a string: write 1.0e-3"),
     ("sampling.sampler=leapfrog", "config key 'sampling.sampler': unknown sampler 'leapfrog'"),
     ("metrics.suite=qm9/v9", "config key 'metrics.suite'"),
 ])

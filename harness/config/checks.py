@@ -44,6 +44,8 @@ def validate_components(config: StudyConfig) -> None:
                 valid = [p for p in params if p not in ("self", "elements")]
                 raise ConfigError(f"unknown config key 'spaces.{name}.{bad[0]}'; valid options of "
                                   f"space {name!r}: {', '.join(valid)}")
+        for option, value in (options or {}).items():
+            _check_option_type(f"spaces.{name}.{option}", params.get(option), value)
     for name in config.generator_overrides:
         if name not in config.spaces:
             raise ConfigError(f"config key 'generator_overrides.{name}' names a space that is not "
@@ -111,6 +113,34 @@ def _validate_context(config: StudyConfig) -> None:
     if bad:
         raise ConfigError(f"config key 'generator.context': {bad} not among the dataset's "
                           f"properties {names}")
+
+
+def _check_option_type(key: str, param: Any, value: Any) -> None:
+    """A space option whose default is a number, flag or string must get one of that kind
+    (``lr: abc`` or ``epochs: 2.5`` is a config error here, not a crash inside training)."""
+    default = getattr(param, "default", None)
+    if value is None or default is None or getattr(param, "empty", None) is default:
+        return
+    if isinstance(default, bool):
+        ok, kind = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok, kind = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif isinstance(default, float):
+        ok, kind = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+    elif isinstance(default, str):
+        ok, kind = isinstance(value, str), "a string"
+    else:
+        return
+    if not ok:
+        hint = ""
+        if isinstance(value, str) and kind in ("a number", "an integer"):
+            try:
+                float(value)
+                hint = " (YAML reads 1e-3 as a string: write 1.0e-3)"
+            except ValueError:
+                pass
+        raise ConfigError(f"config key {key!r} must be {kind} (its default is {default!r}), "
+                          f"got {value!r}{hint}")
 
 
 def _validate_sweep(config: StudyConfig) -> None:
