@@ -72,9 +72,16 @@ class HierDecoder(nn.Module):
         """``atoms [n, Amax, H]``, ``cands [n, C, MAX_SHARED]`` (creation ids, -1 pad) ->
         ``[n, C, H]`` (sum over slots of a slot-specific map of each atom's vector)."""
         n, C, S = cands.shape
-        idx = cands.clamp_min(0).reshape(n, C * S, 1).expand(-1, -1, atoms.shape[-1])
-        vec = atoms.gather(1, idx).reshape(n, C, S, -1) * (cands >= 0)[..., None]
-        return sum(self.slot[s](vec[:, :, s]) for s in range(S))
+        H = atoms.shape[-1]
+        out = atoms.new_zeros(n, C, H)
+        # The slot maps have no bias, so map the (few) atoms first and gather per slot: never
+        # builds the [n, C, S, H] tensor (25 MB at C = 256, and 4 zero-filled copies of it in
+        # the backward pass of its slices).
+        for s in range(S):
+            idx = cands[..., s]
+            mapped = self.slot[s](atoms).gather(1, idx.clamp_min(0)[..., None].expand(-1, -1, H))
+            out = out + mapped * (idx >= 0)[..., None]
+        return out
 
     def _assembly_scores(self, h, z, att, cand_vec, cand_mask):
         q = self.query(torch.cat([h, z, self.emb["att"](att)], -1))
@@ -128,6 +135,9 @@ class HierDecoder(nn.Module):
                 hits["att"].append((la.argmax(-1) == a).float())
                 cands = t["cands"][e, s]
                 mask = cands[..., 0] >= 0
+                # candidates are left-packed: keep this step's longest list, not the batch's
+                width = max(int(mask.sum(-1).max()), 1)
+                cands, mask = cands[:, :width], mask[:, :width]
                 vec = self._cand_vectors(atoms[e], cands)
                 label = t["label"][e, s].clamp_min(0)
                 scored = mask.sum(-1) > 1
