@@ -177,11 +177,18 @@ def test_a_tiny_conditional_study_hits_more_counts_with_k_candidates(tmp_path, m
     assert out["prior"]["count"]["count_candidates"] == 1
     # both judges (the default conditional.judges) score every row
     assert out["judges"] == ["egnn", "schnet"] and "schnet" in out["samples"]["judges"]
-    assert set(out["fitted_judges"]) == {"samples", "prior", "reconstruction"}
+    assert set(out["fitted_judges"]) == {"samples", "samples_k1", "prior", "reconstruction"}
+    # the K = 1 row: the same first draws without selection, so it can only hit less often
+    one = out["samples_k1"]["count"]
+    assert one["count_candidates"] == 1 and one["n"] == 16
+    assert one["hit_rate"] <= count["hit_rate"] and "schnet" in out["samples_k1"]["judges"]
     report = (study.root / "report.md").read_text()
     assert "atom count hit (samples: K = 4)" in report and "alpha (Bohr^3), schnet judge" in report
     row = next(line for line in report.splitlines() if line.startswith("| **invariant**"))
     assert row.rstrip(" |").endswith(f"{count['hit_rate']:.2f}")
+    row = next(line for line in report.splitlines()
+               if line.startswith("| **invariant K = 1 (no count selection)**"))
+    assert row.rstrip(" |").endswith(f"{one['hit_rate']:.2f}")
 
     from harness.conditional.protocol import load_targets
     from spaces.base import Space

@@ -177,6 +177,8 @@ def conditional_section(root: Path, spaces: list[str]) -> list[str]:
             data = read_json(path)
             prop = data["samples"]["property"]
             results[name] = {prop: data["samples"]}
+            if "samples_k1" in data:     # the same first draws, no count selection
+                results[f"{name} K = 1 (no count selection)"] = {prop: data["samples_k1"]}
             results[f"{name} prior (noise)"] = {prop: data["prior"]}
             if "reconstruction" in data:
                 results[f"{name} reconstruction (ceiling)"] = {prop: data["reconstruction"]}

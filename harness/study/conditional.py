@@ -103,18 +103,27 @@ def run_conditional(study: StudyContext, name: str, space: Any, directory: Path)
                            "reconstruction": reconstruction_ceiling(study, space, prop, len(targets),
                                                                     judges),
                            "judges": list(judges)}
-    out["fitted_judges"] = {row: out[row]["fitted_judges"] for row in ("samples", "prior",
-                                                                         "reconstruction")}
+    s = study.config.sampling
+    table = study.context_table(list(gen.config.context))
+
+    def draw(w: float, k: int):
+        return sample_with_count(gen, space, targets, table[1], w, k, sampler=s.sampler,
+                                 steps=s.steps, eta=s.eta, seed=study.config.seed,
+                                 batch_size=s.batch_size, progress=False)[0]
+
+    if c.count_candidates > 1 and kind == "vector" and targets.n_atoms is not None:
+        # the same first draws without the count selection (same seed: a paired comparison),
+        # so the table shows what the constraint buys
+        one = draw(s.guidance_scale, 1)
+        out["samples_k1"] = evaluate_judged(one, targets, judges)
+        out["samples_k1"]["count"] = count_record(one, targets, kind, 1)
+    out["fitted_judges"] = {row: out[row]["fitted_judges"] for row in
+                            ("samples", "samples_k1", "prior", "reconstruction") if row in out}
     if c.guidance_scales:
-        s = study.config.sampling
-        table = study.context_table(list(gen.config.context))
         hits: list[Any] = []
 
         def sample(w: float):
-            batch, _ = sample_with_count(gen, space, targets, table[1], w, c.count_candidates,
-                                         sampler=s.sampler, steps=s.steps, eta=s.eta,
-                                         seed=study.config.seed, batch_size=s.batch_size,
-                                         progress=False)
+            batch = draw(w, c.count_candidates)
             hits.append(count_record(batch, targets, kind, c.count_candidates)["hit_rate"])
             return batch
 
