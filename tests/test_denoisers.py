@@ -148,8 +148,9 @@ def test_pair_linear_equals_linear_on_concatenation():
 
 
 def test_grouped_evaluation_is_exact():
+    """The dense layout's size groups change nothing (the pairs layout: tests/test_pairs.py)."""
     torch.manual_seed(0)
-    net = DenseEGNN(3, 3, hidden=16, layers=2, group_size=4).double()
+    net = DenseEGNN(3, 3, hidden=16, layers=2, group_size=4, layout="dense").double()
     g = torch.Generator().manual_seed(1)
     n = torch.randint(1, 11, (13,), generator=g)
     mask = torch.arange(10)[None] < n[:, None]

@@ -25,8 +25,9 @@ class EGNNDenoiser(Denoiser):
     real atoms inside the network (EDM's dynamics does; generators project every output
     anyway, so it only matters when the network is called on its own). ``agg_norm`` is
     EDM's ``normalization_factor`` (aggregation ``sum``), ``sublayers`` its
-    ``inv_sublayers``; ``coords_range_split`` and ``sin_embedding`` as in ``DenseEGNN``
-    (``egnn_edm`` sets EDM's values)."""
+    ``inv_sublayers``; ``coords_range_split``, ``sin_embedding`` and ``layout`` (``pairs``,
+    the flat list of real pairs, or ``dense``) as in ``DenseEGNN`` (``egnn_edm`` sets EDM's
+    values)."""
 
     kinds = ("per_atom",)
 
@@ -35,7 +36,7 @@ class EGNNDenoiser(Denoiser):
                  tanh: bool = True, coords_range: float = 15.0, norm_constant: float = 1.0,
                  agg_norm: float = 1.0, group_size: int = 8, checkpoint: bool = False,
                  coords_range_split: bool = True, sin_embedding: bool = False,
-                 zero_mean_velocity: bool = False):
+                 zero_mean_velocity: bool = False, layout: str = "pairs"):
         super().__init__(spec, context_dim)
         self.zero_mean_velocity = bool(zero_mean_velocity)
         self.net = DenseEGNN(spec.width + 1 + context_dim, spec.width, hidden=hidden,
@@ -44,7 +45,7 @@ class EGNNDenoiser(Denoiser):
                              norm_constant=norm_constant, agg_norm=agg_norm,
                              group_size=group_size, checkpoint=checkpoint,
                              coords_range_split=coords_range_split,
-                             sin_embedding=sin_embedding)
+                             sin_embedding=sin_embedding, layout=layout)
 
     def forward(self, h: torch.Tensor, x: torch.Tensor | None, mask: torch.Tensor,
                 t: torch.Tensor, context: torch.Tensor | None = None):

@@ -47,10 +47,10 @@ class EGNNEDMDenoiser(EGNNDenoiser):
                  tanh: bool = True, coords_range: float = 15.0, norm_constant: float = 1.0,
                  agg_norm: float = 1.0, group_size: int = 8, checkpoint: bool = False,
                  coords_range_split: bool = False, sin_embedding: bool = False,
-                 zero_mean_velocity: bool = True):
+                 zero_mean_velocity: bool = True, layout: str = "pairs"):
         super().__init__(spec, context_dim, hidden=hidden, layers=layers, sublayers=sublayers,
                          attention=attention, tanh=tanh, coords_range=coords_range,
                          norm_constant=norm_constant, agg_norm=agg_norm,
                          group_size=group_size, checkpoint=checkpoint,
                          coords_range_split=coords_range_split, sin_embedding=sin_embedding,
-                         zero_mean_velocity=zero_mean_velocity)
+                         zero_mean_velocity=zero_mean_velocity, layout=layout)

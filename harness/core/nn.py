@@ -8,10 +8,13 @@ with less arithmetic:
 * The first layer of every edge MLP, ``W [h_i; h_j; e_ij] + b``, is split into per-node
   products ``W_i h_i + b`` and ``W_j h_j`` (computed once per atom, not once per pair) plus a
   rank-``E`` pair term ``W_e e_ij``. Only the second ``H x H`` layer runs per pair.
-* All pair work lives in dense ``[B, N, N, H]`` tensors; aggregation over neighbours is a
-  batched matrix product that folds in the attention gate and the pair mask.
-* Molecules of very different sizes are regrouped (sorted, split, each group trimmed to its
-  own largest molecule) so padded pairs are not computed (``group_size``).
+* ``layout="pairs"`` (default): pair work runs on a flat ``[P, H]`` list of the real pairs
+  only (no self or padded pairs; :mod:`harness.core.pairs`): one set of large tensors per
+  call, which scale across threads, and neighbour sums as one ``index_add``.
+* ``layout="dense"``: pair work in dense ``[B, N, N, H]`` tensors; aggregation is a batched
+  matrix product that folds in the attention gate and the pair mask; molecules of very
+  different sizes are regrouped (sorted, split, each group trimmed to its own largest
+  molecule) so padded pairs are not computed (``group_size``).
 
 Generators wrap it as a denoiser (``generators/denoisers/egnn.py``); spaces may use it as an
 encoder/decoder. Both import it from here (spaces never import generators).
@@ -27,10 +30,14 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import nn
 
+from harness.core.pairs import PairIndex
+
 __all__ = ["DenseEGNN", "PairLinear", "pair_geometry", "remove_mean", "masked_mean",
            "tune_cpu_allocator", "distance_sinusoids"]
 
 _ALLOCATOR_TUNED = False
+#: how :class:`DenseEGNN` lays out its pair computations
+LAYOUTS = ("pairs", "dense")
 
 
 def tune_cpu_allocator() -> bool:
@@ -141,6 +148,14 @@ class PairLinear(nn.Module):
         out = torch.matmul(edge1, rhs)                                 # [B, N, N, H]
         return out.add_(c[:, None, :, :])
 
+    def pairs(self, h: torch.Tensor, edge: torch.Tensor | None, index: PairIndex) -> torch.Tensor:
+        """The ``pairs`` layout: ``h: [M, in]`` atom rows, ``edge: [P, E]`` (None when
+        ``E = 0``) -> ``[P, out]``, row ``(i, j) = W [h_i; h_j; e_ij] + b``."""
+        d = self.in_dim
+        pre = index.receiver_plus_sender(F.linear(h, self.weight[:, :d], self.bias),
+                                         F.linear(h, self.weight[:, d:2 * d]))
+        return pre if edge is None else pre.addmm_(edge, self.weight[:, 2 * d:].t())
+
     def extra_repr(self) -> str:
         return f"in={self.in_dim}, edge={self.edge_dim}, out={self.out_dim} (factorised)"
 
@@ -174,9 +189,19 @@ class _GCL(nn.Module):
             w = w * torch.sigmoid(self.att(m)).squeeze(-1)             # [B, N, N]
         # sum_j w_ij m_ij as one batched product: [B*N, 1, N] @ [B*N, N, H]
         agg = torch.bmm(w.reshape(B * N, 1, N), m.reshape(B * N, N, H)).view(B, N, H)
+        return (h + self._node_update(h, agg)) * node_mask
+
+    def pairs(self, h, edge, index: PairIndex):
+        """The ``pairs`` layout: ``h: [M, H]``, ``edge: [P, E]`` -> ``[M, H]``."""
+        m = _silu(self.edge_out(_silu(self.edge_in.pairs(h, edge, index))))    # [P, H]
+        agg = (index.sum_at_receivers(m) if self.att is None else
+               index.gated_sum_at_receivers(m, self.att.weight, self.att.bias))
+        return h + self._node_update(h, agg)
+
+    def _node_update(self, h, agg):
         if self.agg_norm != 1.0:
             agg = agg / self.agg_norm
-        return (h + self.node_mlp(torch.cat([h, agg], dim=-1))) * node_mask
+        return self.node_mlp(torch.cat([h, agg], dim=-1))
 
 
 class _CoordUpdate(nn.Module):
@@ -196,12 +221,18 @@ class _CoordUpdate(nn.Module):
     def forward(self, h, x, edge1, unit_diff, pair_mask, node_mask):
         """``x: [B, N, 3]``, ``unit_diff: [B, N, N, 3]`` -> updated ``x: [B, N, 3]``."""
         B, N, _ = x.shape
-        phi = self.out(_silu(self.hidden(_silu(self.edge_in(h, edge1))))).squeeze(-1)
-        if self.tanh:
-            phi = torch.tanh(phi) * self.coords_range
-        w = phi * pair_mask                                            # [B, N, N]
+        w = self._phi(self.edge_in(h, edge1)).squeeze(-1) * pair_mask     # [B, N, N]
         delta = torch.bmm(w.reshape(B * N, 1, N), unit_diff.reshape(B * N, N, 3)).view(B, N, 3)
         return (x + delta / self.agg_norm) * node_mask
+
+    def pairs(self, h, x, edge, unit_diff, index: PairIndex):
+        """The ``pairs`` layout: ``x: [M, 3]``, ``unit_diff: [P, 3]`` -> ``[M, 3]``."""
+        phi = self._phi(self.edge_in.pairs(h, edge, index))                # [P, 1]
+        return x + index.sum_at_receivers(unit_diff * phi) / self.agg_norm
+
+    def _phi(self, pre):
+        phi = self.out(_silu(self.hidden(_silu(pre))))
+        return torch.tanh(phi) * self.coords_range if self.tanh else phi
 
 
 class _Block(nn.Module):
@@ -232,6 +263,22 @@ class _Block(nn.Module):
             x = self.coord(h, x, edge1, unit_diff, pair_mask, node_mask)
         return h, x
 
+    def pairs(self, h, x, edge0, index: PairIndex):
+        """The ``pairs`` layout: ``h: [M, H]``, ``x: [M, 3]`` or None, ``edge0: [P, E0]``
+        network-level pair features (None when there are none)."""
+        edge = edge0
+        if self.coord is not None:
+            diff = index.receivers(x) - index.senders(x)                       # [P, 3]
+            sq = (diff * diff).sum(-1, keepdim=True)
+            unit_diff = diff / (torch.sqrt(sq + 1e-8) + self.norm_constant)
+            d = distance_sinusoids(sq[:, 0]) if self.sin_embedding else sq
+            edge = d if edge0 is None else torch.cat([d, edge0], dim=-1)
+        for gcl in self.gcls:
+            h = gcl.pairs(h, edge, index)
+        if self.coord is not None:
+            x = self.coord.pairs(h, x, edge, unit_diff, index)
+        return h, x
+
 
 class DenseEGNN(nn.Module):
     """Fully connected E(n)-equivariant GNN on dense padded batches (EDM's layout).
@@ -254,10 +301,14 @@ class DenseEGNN(nn.Module):
         edge_dim: extra invariant pair features passed as ``edge_attr``.
         coords: carry and update coordinates (E(n)-equivariant) or not (invariant GNN).
         agg_norm: sums over neighbours are divided by this (EDM's normalization_factor).
-        group_size: when the batch holds more than ``2 * group_size`` molecules, sort them by
-            atom count and evaluate groups of about ``group_size`` molecules, each trimmed to
-            its own largest molecule (exact: molecules never interact; fewer padded pairs).
-            0 disables.
+        layout: how pairs are laid out. ``pairs`` (default): a flat list of the real pairs
+            only (:class:`harness.core.pairs.PairIndex`; no padded or self pairs, one set of
+            large tensors per call). ``dense``: ``[B, N, N, H]`` tensors, molecules in size
+            groups (``group_size``). Both compute the same function to float rounding.
+        group_size: ``dense`` layout only: when the batch holds more than ``2 * group_size``
+            molecules, sort them by atom count and evaluate groups of about ``group_size``
+            molecules, each trimmed to its own largest molecule (exact: molecules never
+            interact; fewer padded pairs). 0 disables.
         checkpoint: recompute each block's activations in the backward pass instead of
             storing them (``torch.utils.checkpoint``): training memory drops by about the
             number of blocks for ~1/3 more compute. For large molecules.
@@ -275,8 +326,10 @@ class DenseEGNN(nn.Module):
                  norm_constant: float = 1.0, agg_norm: float = 1.0,
                  input_distances: bool = True, group_size: int = 8,
                  checkpoint: bool = False, coords_range_split: bool = True,
-                 sin_embedding: bool = False):
+                 sin_embedding: bool = False, layout: str = "pairs"):
         super().__init__()
+        if layout not in LAYOUTS:
+            raise ValueError(f"DenseEGNN: layout must be one of {LAYOUTS}, got {layout!r}")
         if min(in_dim, out_dim, hidden, layers) < 1 or sublayers < 0 or edge_dim < 0:
             raise ValueError(f"DenseEGNN: bad sizes in_dim={in_dim} out_dim={out_dim} "
                              f"hidden={hidden} layers={layers} sublayers={sublayers} "
@@ -287,6 +340,7 @@ class DenseEGNN(nn.Module):
         self.coords = coords
         self.input_distances = bool(input_distances and coords)
         self.group_size = int(group_size)
+        self.layout = layout
         self.checkpoint = bool(checkpoint)
         self.embedding = nn.Linear(in_dim, hidden)
         self.sin_embedding = bool(sin_embedding and coords)
@@ -317,9 +371,32 @@ class DenseEGNN(nn.Module):
             raise ValueError(f"DenseEGNN was built with edge_dim={self.edge_dim}; pass "
                              f"edge_attr [B, N, N, {self.edge_dim}] accordingly")
         mask = mask.bool()
+        if self.layout == "pairs":
+            return self._pairs(h, x, mask, edge_attr)
         if self.group_size and h.shape[0] > 2 * self.group_size:
             return self._grouped(h, x, mask, edge_attr)
         return self._dense(h, x, mask, edge_attr)
+
+    def _pairs(self, h, x, mask, edge_attr):
+        """The ``pairs`` layout: real atoms ``[M, D]`` and real pairs ``[P, D]`` only."""
+        index = PairIndex.from_mask(mask)
+        parts = []
+        xf = None if x is None else index.atoms(x)
+        if self.input_distances:
+            diff = index.receivers(xf) - index.senders(xf)
+            sq = (diff * diff).sum(-1, keepdim=True)
+            parts.append(distance_sinusoids(sq[:, 0]) if self.sin_embedding else sq)
+        if edge_attr is not None:
+            parts.append(index.pairs(edge_attr.to(h.dtype)))
+        edge0 = torch.cat(parts, -1) if parts else None                          # [P, E0]
+        hf = self.embedding(index.atoms(h))
+        for block in self.blocks:
+            if self.checkpoint and torch.is_grad_enabled():
+                hf, xf = torch.utils.checkpoint.checkpoint(block.pairs, hf, xf, edge0, index,
+                                                           use_reentrant=False)
+            else:
+                hf, xf = block.pairs(hf, xf, edge0, index)
+        return index.padded(self.embedding_out(hf)), None if xf is None else index.padded(xf)
 
     def _grouped(self, h, x, mask, edge_attr):
         """Evaluate molecules in size-sorted groups, each trimmed to its used atom slots."""

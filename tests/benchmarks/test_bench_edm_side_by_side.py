@@ -71,15 +71,16 @@ def edm_model(edm_root: str, layers: int, hidden: int, T: int = 1000):
         noise_precision=1e-5, loss_type="l2", norm_values=[1, 4, 10], include_charges=True)
 
 
-def harness_generator(edm, layers: int, hidden: int, T: int = 1000):
-    """The harness's EDM-compatible generator (``egnn_edm``, polynomial_2) with EDM's weights."""
+def harness_generator(edm, layers: int, hidden: int, T: int = 1000, layout: str = "pairs"):
+    """The harness's EDM-compatible generator (``egnn_edm``, polynomial_2, the given pair
+    ``layout``) with EDM's weights."""
     from generators import DiffusionGenerator
     from harness.core.types import LatentSpec
     from harness.importers.edm_weights import edm_to_harness_state_dict
 
     spec = LatentSpec("per_atom", 6, has_coords=True)
     gen = DiffusionGenerator(spec, denoiser="egnn_edm",
-                             denoiser_kwargs=dict(layers=layers, hidden=hidden),
+                             denoiser_kwargs=dict(layers=layers, hidden=hidden, layout=layout),
                              schedule="polynomial_2", timesteps=T)
     gen.denoiser.load_state_dict(edm_to_harness_state_dict(edm.state_dict(), 6))
     return gen
@@ -153,17 +154,19 @@ def harness_steps(gen, batch):
     return train, reverse
 
 
-def interleave(a, b, rounds: int, warmup: int = 2) -> tuple[list[float], list[float]]:
-    """Time ``a`` and ``b`` alternately (``rounds`` each, after ``warmup`` untimed pairs)."""
+def interleave(*fns, rounds: int, warmup: int = 2) -> list[list[float]]:
+    """Time ``fns`` in turn, A, B, (C,) A, B, ... (``rounds`` each, after ``warmup`` untimed
+    turns) -> one list of seconds per function."""
     for _ in range(warmup):
-        a(), b()
-    ta, tb = [], []
+        for fn in fns:
+            fn()
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(rounds):
-        for fn, out in ((a, ta), (b, tb)):
+        for fn, out in zip(fns, times):
             t0 = time.perf_counter()
             fn()
             out.append(time.perf_counter() - t0)
-    return ta, tb
+    return times
 
 
 def summary(times: list[float]) -> dict:
@@ -173,21 +176,26 @@ def summary(times: list[float]) -> dict:
             "max": round(rates[-1], 1)}
 
 
-def compare(edm_root: str, layers: int, hidden: int, mode: str, rounds: int) -> dict:
-    """One interleaved comparison -> ``{"edm": summary, "harness": summary, "ratio": float}``."""
+def compare(edm_root: str, layers: int, hidden: int, mode: str, rounds: int,
+            layouts: tuple[str, ...] = ("pairs",)) -> dict:
+    """One interleaved comparison of EDM's code and the harness in each pair ``layout``
+    -> ``{"edm": summary, "harness": summary, "ratio": float}`` for the first layout, plus
+    ``"harness_<layout>"`` / ``"ratio_<layout>"`` for every layout."""
     from harness.core.nn import tune_cpu_allocator
 
     tune_cpu_allocator()
     torch.manual_seed(0)
     batch = qm9_batch()
     edm = edm_model(edm_root, layers, hidden)
-    gen = harness_generator(edm, layers, hidden)
-    e_train, e_rev = edm_steps(edm_root, edm, batch)
-    h_train, h_rev = harness_steps(gen, batch)
-    a, b = (e_train, h_train) if mode == "train" else (e_rev, h_rev)
-    ta, tb = interleave(a, b, rounds)
-    res = {"edm": summary(ta), "harness": summary(tb)}
-    res["ratio"] = round(res["harness"]["median"] / res["edm"]["median"], 2)
+    steps = [edm_steps(edm_root, edm, batch)]
+    steps += [harness_steps(harness_generator(edm, layers, hidden, layout=lay), batch)
+              for lay in layouts]
+    times = interleave(*(st[0 if mode == "train" else 1] for st in steps), rounds=rounds)
+    res: dict = {"edm": summary(times[0])}
+    for lay, t in zip(layouts, times[1:]):
+        res[f"harness_{lay}"] = summary(t)
+        res[f"ratio_{lay}"] = round(res[f"harness_{lay}"]["median"] / res["edm"]["median"], 2)
+    res["harness"], res["ratio"] = res[f"harness_{layouts[0]}"], res[f"ratio_{layouts[0]}"]
     return res
 
 
@@ -199,7 +207,7 @@ def test_egnn_vs_edm_interleaved(benchmark, size, mode):
     out = {}
 
     def run():
-        out.update(compare(EDM_CODE, *size, mode, ROUNDS[size[1]]))
+        out.update(compare(EDM_CODE, *size, mode, ROUNDS[size[1]], ("pairs", "dense")))
     benchmark.pedantic(run, rounds=1, iterations=1)
     benchmark.extra_info.update(out, threads=torch.get_num_threads(),
                                 load_avg=os.getloadavg()[0])
@@ -214,19 +222,25 @@ def main() -> None:
     p.add_argument("--sizes", default="4x64,6x128,9x256")
     p.add_argument("--modes", default="train,reverse")
     p.add_argument("--rounds", type=int, default=0, help="0: per-size default")
+    p.add_argument("--layouts", default="pairs",
+                   help="the harness's pair layouts, interleaved with EDM (pairs, dense)")
     args = p.parse_args()
+    layouts = tuple(args.layouts.split(","))
     print(f"threads {torch.get_num_threads()}, OMP_WAIT_POLICY "
           f"{os.environ.get('OMP_WAIT_POLICY', 'unset')}")
-    print("| size | mode | EDM median (min..max) | harness median (min..max) | ratio |")
-    print("|---|---|---|---|---|")
+    print("| size | mode | EDM median (min..max) | "
+          + " | ".join(f"harness {lay} median (min..max) | ratio" for lay in layouts) + " |")
+    print("|---|---|---|" + "---|---|" * len(layouts))
     for size in args.sizes.split(","):
         layers, hidden = map(int, size.split("x"))
         for mode in args.modes.split(","):
             r = compare(str(Path(args.edm).resolve()), layers, hidden, mode,
-                        args.rounds or ROUNDS[hidden])
-            e, h = r["edm"], r["harness"]
+                        args.rounds or ROUNDS[hidden], layouts)
+            e = r["edm"]
+            cells = [f"{r['harness_' + lay]['median']} ({r['harness_' + lay]['min']}.."
+                     f"{r['harness_' + lay]['max']}) | {r['ratio_' + lay]}x" for lay in layouts]
             print(f"| {size} | {mode} | {e['median']} ({e['min']}..{e['max']}) | "
-                  f"{h['median']} ({h['min']}..{h['max']}) | {r['ratio']}x |", flush=True)
+                  + " | ".join(cells) + " |", flush=True)
 
 
 if __name__ == "__main__":
