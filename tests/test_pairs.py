@@ -56,6 +56,24 @@ def test_fused_gather_and_gated_sum_have_exact_gradients():
     assert torch.autograd.gradcheck(index.gated_sum_at_receivers, (m, w, b))
     with torch.no_grad():                                  # the no-graph path, same value
         torch.testing.assert_close(index.gated_sum_at_receivers(m, w, b), ref.detach())
+    for fn in (index.receivers, index.senders):           # gathers: backward is a sum
+        assert torch.autograd.gradcheck(fn, (a,))
+    assert torch.autograd.gradcheck(index.sum_at_receivers, (m,))
+    recv = torch.zeros(M, 3, dtype=torch.float64).index_add_(0, index.recv, m)
+    send = torch.zeros(M, 3, dtype=torch.float64).index_add_(0, index.send, m)
+    torch.testing.assert_close(index.sum_at(m.detach(), True), recv.detach())
+    torch.testing.assert_close(index.sum_at(m.detach(), False), send.detach())
+
+
+def test_batches_without_pairs_run():
+    """Single atoms and empty molecules: no pairs at all, outputs still shaped and finite."""
+    mask = torch.zeros(4, 3, dtype=torch.bool)
+    mask[:3, 0] = True
+    net = DenseEGNN(3, 2, hidden=8, layers=2)
+    h, x = torch.randn(4, 3, 3) * mask[..., None], torch.randn(4, 3, 3) * mask[..., None]
+    ho, xo = net(h, x.requires_grad_(), mask)
+    (ho.sum() + xo.sum()).backward()
+    assert ho.shape == (4, 3, 2) and torch.isfinite(ho).all() and torch.isfinite(x.grad).all()
 
 
 @pytest.mark.parametrize("options", [

@@ -3,13 +3,19 @@
 A padded batch ``[B, N, ...]`` of fully connected molecules holds ``B * N * N`` pair slots,
 of which only ``P = sum_b n_b (n_b - 1)`` are real (``i != j``, both atoms real). The
 ``pairs`` layout computes on those ``P`` rows only: node tensors become ``[M, D]`` (the
-``M`` real atoms, in batch order), pair tensors ``[P, D]`` sorted by receiver, and a sum
-over neighbours is one ``index_add`` into the receivers. Gathers use ``F.embedding``,
-whose backward is a dense accumulation that is 1.5-2x faster on CPU than ``index_select``'s.
+``M`` real atoms, in batch order) and pair tensors ``[P, D]``, sorted by receiver.
+
+Two primitives carry all the traffic between them, each with a hand-written backward:
+a gather (``F.embedding``: atom rows to pair rows) and a sum over pairs into atoms, done as
+a sparse CSR ``[M, P]`` 0/1 matrix times ``[P, D]``. On this machine's CPU the CSR product
+is 4-5x faster than ``embedding``'s own backward and ~2x faster than ``index_add_``, and
+the gather 2x faster than ``index_select``; each primitive's backward is the other one.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 import torch.nn.functional as F
@@ -70,11 +76,11 @@ class PairIndex:
 
     def receivers(self, t: torch.Tensor) -> torch.Tensor:
         """Atom rows ``[M, D]`` -> each pair's receiver row ``[P, D]``."""
-        return F.embedding(self.recv, t)
+        return _Gather.apply(t, self, True)
 
     def senders(self, t: torch.Tensor) -> torch.Tensor:
         """Atom rows ``[M, D]`` -> each pair's sender row ``[P, D]``."""
-        return F.embedding(self.send, t)
+        return _Gather.apply(t, self, False)
 
     def receiver_plus_sender(self, a: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """``a, c: [M, D]`` -> ``[P, D]``, row ``(i, j) = a_i + c_j``: one fused gather
@@ -83,7 +89,7 @@ class PairIndex:
 
     def sum_at_receivers(self, msg: torch.Tensor) -> torch.Tensor:
         """``[P, D]`` messages -> ``[M, D]``: each atom's sum over its senders."""
-        return msg.new_zeros(self.n_atoms, msg.shape[-1]).index_add_(0, self.recv, msg)
+        return _SumAt.apply(msg, self, True)
 
     def gated_sum_at_receivers(self, msg: torch.Tensor, weight: torch.Tensor,
                                bias: torch.Tensor) -> torch.Tensor:
@@ -97,31 +103,84 @@ class PairIndex:
         if not torch.is_grad_enabled() or not (msg.requires_grad or weight.requires_grad
                                                  or bias.requires_grad):
             gate = torch.sigmoid(torch.addmv(bias, msg, weight[0]))[:, None]
-            return self.sum_at_receivers(msg * gate)
-        return _GatedSum.apply(msg, weight, bias, self.recv, self.n_atoms)
+            return self.sum_at(msg * gate, True)
+        return _GatedSum.apply(msg, weight, bias, self)
+
+    # -- the two primitives ------------------------------------------------------------
+    def gather(self, t: torch.Tensor, at_receivers: bool) -> torch.Tensor:
+        """``[M, D]`` -> ``[P, D]``: each pair's receiver (or sender) row; no autograd."""
+        return F.embedding(self.recv if at_receivers else self.send, t)
+
+    def sum_at(self, msg: torch.Tensor, at_receivers: bool) -> torch.Tensor:
+        """``[P, D]`` -> ``[M, D]``: the sum over each atom's pairs as receiver (or as
+        sender); no autograd. A CSR ``[M, P]`` 0/1 matrix times ``msg``."""
+        crow, col = self._csr_receivers if at_receivers else self._csr_senders
+        with warnings.catch_warnings():      # "sparse CSR support is in beta"
+            warnings.simplefilter("ignore")
+            ones = torch.ones(col.numel(), dtype=msg.dtype, device=msg.device)
+            csr = torch.sparse_csr_tensor(crow, col, ones, (self.n_atoms, col.numel()))
+        return csr @ msg.contiguous()
+
+    @cached_property
+    def _csr_receivers(self):
+        return self._csr(self.recv, torch.arange(self.recv.numel(), device=self.recv.device))
+
+    @cached_property
+    def _csr_senders(self):
+        return self._csr(self.send, torch.argsort(self.send, stable=True))
+
+    def _csr(self, rows: torch.Tensor, col: torch.Tensor):
+        counts = torch.bincount(rows, minlength=self.n_atoms)
+        return torch.cat([counts.new_zeros(1), counts.cumsum(0)]), col
+
+
+class _Gather(torch.autograd.Function):
+    """Autograd of :meth:`PairIndex.receivers` / ``senders``: backward is a sum."""
+
+    @staticmethod
+    def forward(ctx, t, index, at_receivers):
+        ctx.index, ctx.at_receivers = index, at_receivers
+        return index.gather(t, at_receivers)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return ctx.index.sum_at(grad, ctx.at_receivers), None, None
+
+
+class _SumAt(torch.autograd.Function):
+    """Autograd of :meth:`PairIndex.sum_at_receivers`: backward is a gather."""
+
+    @staticmethod
+    def forward(ctx, msg, index, at_receivers):
+        ctx.index, ctx.at_receivers = index, at_receivers
+        return index.sum_at(msg, at_receivers)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return ctx.index.gather(grad, ctx.at_receivers), None, None
 
 
 class _GatedSum(torch.autograd.Function):
     """Autograd of :meth:`PairIndex.gated_sum_at_receivers` (one pass per gradient)."""
 
     @staticmethod
-    def forward(ctx, msg, weight, bias, recv, n_atoms):
+    def forward(ctx, msg, weight, bias, index):
         gate = torch.sigmoid(torch.addmv(bias, msg, weight[0]))               # [P]
-        ctx.save_for_backward(msg, weight, gate, recv)
-        return msg.new_zeros(n_atoms, msg.shape[-1]).index_add_(0, recv, msg * gate[:, None])
+        ctx.save_for_backward(msg, weight, gate)
+        ctx.index = index
+        return index.sum_at(msg * gate[:, None], True)
 
     @staticmethod
     def backward(ctx, grad):
-        msg, weight, gate, recv = ctx.saved_tensors
-        rows = F.embedding(recv, grad)                                        # [P, D]
+        msg, weight, gate = ctx.saved_tensors
+        rows = ctx.index.gather(grad, True)                                   # [P, D]
         g_logit = torch.ops.aten.sigmoid_backward((rows * msg).sum(-1), gate)  # [P]
         g_msg = torch.addcmul(rows.mul_(gate[:, None]), g_logit[:, None], weight)
-        return g_msg, (g_logit @ msg)[None], g_logit.sum().reshape(1), None, None
+        return g_msg, (g_logit @ msg)[None], g_logit.sum().reshape(1), None
 
 
 class _ReceiverPlusSender(torch.autograd.Function):
-    """Autograd of :meth:`PairIndex.receiver_plus_sender`; the backward is two dense
-    scatter-adds (``embedding``'s), faster than ``embedding_bag``'s own."""
+    """Autograd of :meth:`PairIndex.receiver_plus_sender`; the backward is two sums."""
 
     @staticmethod
     def forward(ctx, a, c, index):
@@ -131,7 +190,4 @@ class _ReceiverPlusSender(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        index, grad = ctx.index, grad.contiguous()
-        m = index.n_atoms
-        return (torch.ops.aten.embedding_dense_backward(grad, index.recv, m, -1, False),
-                torch.ops.aten.embedding_dense_backward(grad, index.send, m, -1, False), None)
+        return ctx.index.sum_at(grad, True), ctx.index.sum_at(grad, False), None
