@@ -165,8 +165,10 @@ def test_a_tiny_conditional_study_hits_more_counts_with_k_candidates(tmp_path, m
            "epochs_topo": 2, "epochs_geo": 1, "batch_size": 32, "stereo_candidates": 1,
            "max_val": 10}
     config = {**CONDITIONAL_STUDY, "spaces": {"invariant": inv},
+              "sampling": {"guidance_scale": 2.0},
               "conditional": {"property": "alpha", "n_samples": 16, "predictor_size": "tiny",
-                              "count_candidates": 4, "atom_count_context": True}}
+                              "count_candidates": 4, "atom_count_context": True,
+                              "guidance_scales": [0.0, 2.0]}}
     path = tmp_path / "cond.yaml"
     path.write_text(yaml.safe_dump(config))
     study = Study.from_source(str(path), [f"output_dir={tmp_path}"])
@@ -178,6 +180,9 @@ def test_a_tiny_conditional_study_hits_more_counts_with_k_candidates(tmp_path, m
     # both judges (the default conditional.judges) score every row
     assert out["judges"] == ["egnn", "schnet"] and "schnet" in out["samples"]["judges"]
     assert set(out["fitted_judges"]) == {"samples", "samples_k1", "prior", "reconstruction"}
+    sweep = {row["scale"]: row for row in out["guidance"]}     # w = 2 is the samples themselves
+    assert sweep[2.0]["mae"] == pytest.approx(out["samples"]["report"]["mae"])
+    assert sweep[2.0]["count_hit_rate"] == count["hit_rate"]
     # the K = 1 row: the same first draws without selection, so it can only hit less often
     one = out["samples_k1"]["count"]
     assert one["count_candidates"] == 1 and one["n"] == 16
@@ -202,3 +207,13 @@ def test_a_tiny_conditional_study_hits_more_counts_with_k_candidates(tmp_path, m
     hit = {k: count_record(sample_with_count(gen, space, targets, norm, 1.0, k, **kw)[0],
                            targets, "vector", k)["hit_rate"] for k in (1, 8)}
     assert hit[8] > hit[1]
+    # the sample stage's draw is what the conditional stage re-draws at the same scale (its
+    # guidance sweep reuses the samples at w = sampling.guidance_scale)
+    again, _ = sample_with_count(gen, space, targets, norm, s.guidance_scale, 4,
+                                 sampler=s.sampler, steps=s.steps, eta=s.eta, seed=0,
+                                 batch_size=s.batch_size, progress=False)
+    from harness.results.state import load_molbatch
+
+    drawn = load_molbatch(study.root / "invariant" / "samples.pt")
+    assert torch.equal(again.mask.sum(1), drawn.mask.sum(1))
+    assert torch.equal(again.atom_types[again.mask], drawn.atom_types[drawn.mask])

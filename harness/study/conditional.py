@@ -123,7 +123,8 @@ def run_conditional(study: StudyContext, name: str, space: Any, directory: Path)
         hits: list[Any] = []
 
         def sample(w: float):
-            batch = draw(w, c.count_candidates)
+            # the sample stage drew this scale already, with the same seed and settings
+            batch = samples if w == s.guidance_scale else draw(w, c.count_candidates)
             hits.append(count_record(batch, targets, kind, c.count_candidates)["hit_rate"])
             return batch
 
