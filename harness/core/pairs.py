@@ -76,11 +76,11 @@ class PairIndex:
 
     def receivers(self, t: torch.Tensor) -> torch.Tensor:
         """Atom rows ``[M, D]`` -> each pair's receiver row ``[P, D]``."""
-        return _Gather.apply(t, self, True)
+        return _Move.apply(t, self, True, True)
 
     def senders(self, t: torch.Tensor) -> torch.Tensor:
         """Atom rows ``[M, D]`` -> each pair's sender row ``[P, D]``."""
-        return _Gather.apply(t, self, False)
+        return _Move.apply(t, self, False, True)
 
     def receiver_plus_sender(self, a: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """``a, c: [M, D]`` -> ``[P, D]``, row ``(i, j) = a_i + c_j``: one fused gather
@@ -89,7 +89,7 @@ class PairIndex:
 
     def sum_at_receivers(self, msg: torch.Tensor) -> torch.Tensor:
         """``[P, D]`` messages -> ``[M, D]``: each atom's sum over its senders."""
-        return _SumAt.apply(msg, self, True)
+        return _Move.apply(msg, self, True, False)
 
     def gated_sum_at_receivers(self, msg: torch.Tensor, weight: torch.Tensor,
                                bias: torch.Tensor) -> torch.Tensor:
@@ -134,30 +134,19 @@ class PairIndex:
         return torch.cat([counts.new_zeros(1), counts.cumsum(0)]), col
 
 
-class _Gather(torch.autograd.Function):
-    """Autograd of :meth:`PairIndex.receivers` / ``senders``: backward is a sum."""
+class _Move(torch.autograd.Function):
+    """Atom rows to pair rows (``to_pairs``: a gather) or pair rows to atoms (a sum); the
+    backward is the other one (they are each other's adjoint)."""
 
     @staticmethod
-    def forward(ctx, t, index, at_receivers):
-        ctx.index, ctx.at_receivers = index, at_receivers
-        return index.gather(t, at_receivers)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return ctx.index.sum_at(grad, ctx.at_receivers), None, None
-
-
-class _SumAt(torch.autograd.Function):
-    """Autograd of :meth:`PairIndex.sum_at_receivers`: backward is a gather."""
-
-    @staticmethod
-    def forward(ctx, msg, index, at_receivers):
-        ctx.index, ctx.at_receivers = index, at_receivers
-        return index.sum_at(msg, at_receivers)
+    def forward(ctx, t, index, at_receivers, to_pairs):
+        ctx.index, ctx.at_receivers, ctx.to_pairs = index, at_receivers, to_pairs
+        return (index.gather if to_pairs else index.sum_at)(t, at_receivers)
 
     @staticmethod
     def backward(ctx, grad):
-        return ctx.index.gather(grad, ctx.at_receivers), None, None
+        back = ctx.index.sum_at if ctx.to_pairs else ctx.index.gather
+        return back(grad, ctx.at_receivers), None, None, None
 
 
 class _GatedSum(torch.autograd.Function):
