@@ -140,3 +140,22 @@ def test_seconds_budget_with_the_autoencoder_share(tmp_path):
     with pytest.raises(BudgetError, match="autoencoder"):
         _planned(tmp_path, "budget.kind=seconds", "budget.value=3", "budget.include_ae=true",
                  ae_seconds=4.0)
+
+
+def test_an_egnn_is_counted_the_same_in_either_pair_layout():
+    """The pairs layout computes the dense layout's function with other operations (a sparse
+    sum the counter would price as a dense product): a budget must buy the same steps."""
+    from generators import DiffusionGenerator
+    from harness.core.types import LatentSpec
+
+    spec = LatentSpec("per_atom", 6, has_coords=True)
+    mask = torch.arange(9)[None] < torch.tensor([9, 7, 5, 8])[:, None]
+    lat = LatentBatch(h=torch.randn(4, 9, 6) * mask[..., None], spec=spec,
+                      x=torch.randn(4, 9, 3) * mask[..., None], mask=mask)
+    counts = {}
+    for layout in ("pairs", "dense"):
+        gen = DiffusionGenerator(spec, denoiser="egnn",
+                                 denoiser_kwargs=dict(hidden=16, layers=2, layout=layout))
+        counts[layout] = count_step_flops(gen, lat, 24)["flops_per_step"]
+        assert gen.denoiser.net.layout == layout           # the generator's own net untouched
+    assert counts["pairs"] == counts["dense"] > 0

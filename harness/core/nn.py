@@ -320,6 +320,9 @@ class DenseEGNN(nn.Module):
             input) by :func:`distance_sinusoids` of the distance (EDM's ``sin_embedding``).
     """
 
+    #: the layout compute budgets count FLOPs on (harness/study/budget.py)
+    REFERENCE_LAYOUT = "dense"
+
     def __init__(self, in_dim: int, out_dim: int, hidden: int = 256, layers: int = 9,
                  sublayers: int = 2, edge_dim: int = 0, coords: bool = True,
                  attention: bool = True, tanh: bool = True, coords_range: float = 15.0,

@@ -26,6 +26,9 @@ with ``N`` = the training set's mean atom count rounded, all ``N`` atoms real (p
 latents; training batches are trimmed to their own largest molecule, so this slightly
 under-counts an EGNN's pair work). Elementwise operations and the optimiser step are not
 counted. Dense FLOPs depend only on shapes, so the batch holds seeded noise of those shapes.
+An EGNN is counted in its reference (``dense``) layout whatever layout it trains in: the
+``pairs`` layout computes the same function with other operations (a sparse sum that the
+counter would price as a dense product), and a budget must buy the same steps either way.
 A step on ``W`` devices (DDP) costs ``W x`` the per-device count. Autoencoder FLOPs are not
 counted (``include_ae`` is refused for ``flops``).
 
@@ -110,9 +113,14 @@ def count_step_flops(gen: Any, latents: Any, batch_size: int) -> dict[str, Any]:
     """
     from torch.utils.flop_counter import FlopCounterMode
 
+    from harness.core.nn import DenseEGNN
+
     shape, n_atoms = _batch_shape(gen, latents, batch_size)
     lay = gen.layout
     net = copy.deepcopy(gen.denoiser).cpu().train()
+    for module in net.modules():     # a faster layout must not change what a budget buys
+        if isinstance(module, DenseEGNN):
+            module.layout = DenseEGNN.REFERENCE_LAYOUT
     mask = torch.ones(shape[:2], dtype=torch.bool) if lay.per_atom else None
     ctx = torch.zeros(batch_size, gen.context_dim) if gen.context_dim else None
     counts: list[int] = []
