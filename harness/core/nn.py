@@ -10,7 +10,7 @@ with less arithmetic:
   rank-``E`` pair term ``W_e e_ij``. Only the second ``H x H`` layer runs per pair.
 * ``layout="pairs"`` (default): pair work runs on a flat ``[P, H]`` list of the real pairs
   only (no self or padded pairs; :mod:`harness.core.pairs`): one set of large tensors per
-  call, which scale across threads, and neighbour sums as one ``index_add``.
+  call, which scale across threads, and neighbour sums as one sparse product.
 * ``layout="dense"``: pair work in dense ``[B, N, N, H]`` tensors; aggregation is a batched
   matrix product that folds in the attention gate and the pair mask; molecules of very
   different sizes are regrouped (sorted, split, each group trimmed to its own largest
@@ -86,10 +86,13 @@ def pair_geometry(x: torch.Tensor, norm_constant: float = 1.0):
         sq_dist: [B, N, N] squared distances ``|x_i - x_j|^2``.
         unit_diff: [B, N, N, 3] ``(x_i - x_j) / (|x_i - x_j| + norm_constant)``.
     """
-    diff = x[:, :, None, :] - x[:, None, :, :]
+    return _distances(x[:, :, None, :] - x[:, None, :, :], norm_constant)
+
+
+def _distances(diff: torch.Tensor, norm_constant: float):
+    """``diff: [..., 3]`` -> ``(|diff|^2 [...], diff / (|diff| + norm_constant) [..., 3])``."""
     sq_dist = (diff * diff).sum(-1)
-    unit_diff = diff / (torch.sqrt(sq_dist + 1e-8) + norm_constant)[..., None]
-    return sq_dist, unit_diff
+    return sq_dist, diff / (torch.sqrt(sq_dist + 1e-8) + norm_constant)[..., None]
 
 
 def distance_sinusoids(sq_dist: torch.Tensor, max_res: float = 15.0, min_res: float = 15.0 / 2000.0,
@@ -268,10 +271,9 @@ class _Block(nn.Module):
         network-level pair features (None when there are none)."""
         edge = edge0
         if self.coord is not None:
-            diff = index.receivers(x) - index.senders(x)                       # [P, 3]
-            sq = (diff * diff).sum(-1, keepdim=True)
-            unit_diff = diff / (torch.sqrt(sq + 1e-8) + self.norm_constant)
-            d = distance_sinusoids(sq[:, 0]) if self.sin_embedding else sq
+            sq, unit_diff = _distances(index.receivers(x) - index.senders(x),  # [P], [P, 3]
+                                       self.norm_constant)
+            d = distance_sinusoids(sq) if self.sin_embedding else sq[:, None]
             edge = d if edge0 is None else torch.cat([d, edge0], dim=-1)
         for gcl in self.gcls:
             h = gcl.pairs(h, edge, index)
@@ -386,20 +388,25 @@ class DenseEGNN(nn.Module):
         parts = []
         xf = None if x is None else index.atoms(x)
         if self.input_distances:
-            diff = index.receivers(xf) - index.senders(xf)
-            sq = (diff * diff).sum(-1, keepdim=True)
-            parts.append(distance_sinusoids(sq[:, 0]) if self.sin_embedding else sq)
+            sq = _distances(index.receivers(xf) - index.senders(xf), 1.0)[0]   # [P]
+            parts.append(distance_sinusoids(sq) if self.sin_embedding else sq[:, None])
         if edge_attr is not None:
             parts.append(index.pairs(edge_attr.to(h.dtype)))
         edge0 = torch.cat(parts, -1) if parts else None                          # [P, E0]
-        hf = self.embedding(index.atoms(h))
-        for block in self.blocks:
-            if self.checkpoint and torch.is_grad_enabled():
-                hf, xf = torch.utils.checkpoint.checkpoint(block.pairs, hf, xf, edge0, index,
-                                                           use_reentrant=False)
-            else:
-                hf, xf = block.pairs(hf, xf, edge0, index)
+        hf, xf = self._through_blocks(self.embedding(index.atoms(h)), xf, edge0, index,
+                                      pairs=True)
         return index.padded(self.embedding_out(hf)), None if xf is None else index.padded(xf)
+
+    def _through_blocks(self, h, x, *rest, pairs: bool):
+        """Every block in turn (``_Block.pairs`` or ``_Block.forward``), each recomputed in
+        the backward pass when ``checkpoint`` is set."""
+        for block in self.blocks:
+            step = block.pairs if pairs else block
+            if self.checkpoint and torch.is_grad_enabled():
+                h, x = torch.utils.checkpoint.checkpoint(step, h, x, *rest, use_reentrant=False)
+            else:
+                h, x = step(h, x, *rest)
+        return h, x
 
     def _grouped(self, h, x, mask, edge_attr):
         """Evaluate molecules in size-sorted groups, each trimmed to its used atom slots."""
@@ -436,11 +443,6 @@ class DenseEGNN(nn.Module):
             parts.append(edge_attr.to(h.dtype))
         parts.append(h.new_ones(B, N, N, 1))
         edge0 = torch.cat(parts, -1)                                             # [B,N,N,E0+1]
-        h = self.embedding(h) * node_mask
-        for block in self.blocks:
-            if self.checkpoint and torch.is_grad_enabled():
-                h, x = torch.utils.checkpoint.checkpoint(block, h, x, edge0, pair_mask,
-                                                         node_mask, use_reentrant=False)
-            else:
-                h, x = block(h, x, edge0, pair_mask, node_mask)
+        h, x = self._through_blocks(self.embedding(h) * node_mask, x, edge0, pair_mask,
+                                    node_mask, pairs=False)
         return self.embedding_out(h) * node_mask, x

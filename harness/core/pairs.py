@@ -100,10 +100,6 @@ class PairIndex:
         weight, bias)))``; its backward forms the gate's input gradient by broadcasting
         instead of a ``[P, 1] x [1, D]`` matrix product and stores no gated copy of ``msg``.
         """
-        if not torch.is_grad_enabled() or not (msg.requires_grad or weight.requires_grad
-                                                 or bias.requires_grad):
-            gate = torch.sigmoid(torch.addmv(bias, msg, weight[0]))[:, None]
-            return self.sum_at(msg * gate, True)
         return _GatedSum.apply(msg, weight, bias, self)
 
     # -- the two primitives ------------------------------------------------------------
