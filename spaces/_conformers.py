@@ -240,8 +240,9 @@ def relax_coordinates(graphs: Sequence[DecodedGraph], pos: np.ndarray) -> np.nda
     """MMFF94 optimisation (UFF where MMFF has no parameters) of decoded coordinates
     ``pos [B, N, 3]`` Å (rows of invalid graphs, and failed optimisations, stay as they are)."""
     Chem = _rdkit()
-    from rdkit.Chem import AllChem
     from rdkit.Geometry import Point3D
+
+    from harness.core.forcefield import optimize_molecule
 
     out = pos.copy()
     for b, g in enumerate(graphs):
@@ -254,12 +255,9 @@ def relax_coordinates(graphs: Sequence[DecodedGraph], pos: np.ndarray) -> np.nda
             conf.SetAtomPosition(k, Point3D(*map(float, pos[b, k])))
         mol.AddConformer(conf, assignId=True)
         try:
-            if AllChem.MMFFHasAllMoleculeParams(mol):
-                AllChem.MMFFOptimizeMolecule(mol, maxIters=500)
-            else:
-                AllChem.UFFOptimizeMolecule(mol, maxIters=500)
-            out[b, : mol.GetNumAtoms()] = mol.GetConformer().GetPositions()
-        except Exception:
+            if optimize_molecule(mol) >= 0:
+                out[b, : mol.GetNumAtoms()] = mol.GetConformer().GetPositions()
+        except Exception:       # RDKit raises several unrelated types for a bad molecule
             pass
     return out
 

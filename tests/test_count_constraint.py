@@ -179,7 +179,12 @@ def test_a_tiny_conditional_study_hits_more_counts_with_k_candidates(tmp_path, m
     assert out["prior"]["count"]["count_candidates"] == 1
     # both judges (the default conditional.judges) score every row
     assert out["judges"] == ["egnn", "schnet"] and "schnet" in out["samples"]["judges"]
-    assert set(out["fitted_judges"]) == {"samples", "samples_k1", "prior", "reconstruction"}
+    rows = {"samples", "samples_k1", "prior", "reconstruction"}
+    assert set(out["fitted_judges"]) == rows | {f"{row}_relaxed" for row in rows}
+    # every row again on its MMFF-relaxed molecules (the invariant space decodes bonds)
+    relaxed = out["samples_relaxed"]
+    assert relaxed["relaxation"]["molecules"] == 16 and relaxed["count"] == count
+    assert "schnet" in relaxed["judges"] and "relaxation" in out["reconstruction_relaxed"]
     sweep = {row["scale"]: row for row in out["guidance"]}     # w = 2 is the samples themselves
     assert sweep[2.0]["mae"] == pytest.approx(out["samples"]["report"]["mae"])
     assert sweep[2.0]["count_hit_rate"] == count["hit_rate"]
@@ -189,11 +194,17 @@ def test_a_tiny_conditional_study_hits_more_counts_with_k_candidates(tmp_path, m
     assert one["hit_rate"] <= count["hit_rate"] and "schnet" in out["samples_k1"]["judges"]
     report = (study.root / "report.md").read_text()
     assert "atom count hit (samples: K = 4)" in report and "alpha (Bohr^3), schnet judge" in report
-    row = next(line for line in report.splitlines() if line.startswith("| **invariant**"))
-    assert row.rstrip(" |").endswith(f"{count['hit_rate']:.2f}")
-    row = next(line for line in report.splitlines()
-               if line.startswith("| **invariant K = 1 (no count selection)**"))
-    assert row.rstrip(" |").endswith(f"{one['hit_rate']:.2f}")
+    assert "EDM validity |" in report and "MMFF94" in report
+
+    def cells(title):   # the last two cells: atom count hit, EDM validity
+        line = next(line for line in report.splitlines() if line.startswith(f"| **{title}**"))
+        return [cell.strip() for cell in line.strip(" |").split("|")][-2:]
+
+    assert cells("invariant") == [f"{count['hit_rate']:.2f}",
+                                  f"{out['samples']['report']['validity']:.3f}"]
+    assert cells("invariant K = 1 (no count selection)")[0] == f"{one['hit_rate']:.2f}"
+    assert cells("invariant, MMFF-relaxed") == [f"{count['hit_rate']:.2f}",
+                                                f"{relaxed['report']['validity']:.3f}"]
 
     from harness.conditional.protocol import load_targets
     from spaces.base import Space

@@ -73,13 +73,15 @@ def test_preset_resolves_to_its_pinned_values(preset):
 
 def test_the_cpu_conditional_preset_runs_the_measured_settings():
     """``qm9-cond-cpu`` samples with the settings #24's measurement chose: K = 8 latents per
-    target selected on atom count, w = 4, DDIM 50, both cpu-size judges, EDM's targets."""
+    target selected on atom count, w = 4, DDIM 50, both cpu-size judges, EDM's targets, and
+    the MMFF-relaxed rows beside the raw ones."""
     view = resolved_view(load_config("qm9-cond-cpu"))
     c, s = view["config"]["conditional"], view["config"]["sampling"]
     assert (c["count_candidates"], c["judges"], c["predictor_size"], c["protocol"],
             c["property"], c["n_samples"]) == (8, ["egnn", "schnet"], "cpu", "edm", "alpha", 500)
     assert (s["sampler"], s["steps"], s["guidance_scale"]) == ("ddim", 50, 4.0)
     assert c["atom_count_context"] and c["guidance_scales"] == [0.0, 1.0, 2.0, 4.0]
+    assert c["relaxed_rows"] is True
     assert list(view["effective"]) == ["invariant"] and view["splits"]["train"] == 19873
 
 

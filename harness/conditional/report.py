@@ -50,7 +50,8 @@ def conditional_table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
     record (:func:`evaluate_conditional`, or a judged one from
     :func:`harness.conditional.judges.evaluate_judged`: then one column per property and
     judge, each beside that judge's own Db MAE in the QM9 row, and a row below a judge's own
-    Db error is flagged ⚠). A column for the atom-count hit rate when records carry it."""
+    Db error is flagged ⚠). A column for the atom-count hit rate, and one for EDM validity
+    (the share of molecules whose distance-inferred bonds sanitise), when records carry them."""
     from harness.conditional.judges import FLAG, FLAG_TEXT, judge_records
     from metrics.conditional import CONDITIONAL_PROPERTIES, PUBLISHED_MAE, REPORT_UNITS
 
@@ -67,12 +68,18 @@ def conditional_table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
     k = max([c["count_candidates"] for c in counts.values() if c and c.get("kind") == "vector"],
             default=1)          # the samples' K (a prior control is one draw)
     count_col = any(counts.values())
+    validity = {model: next((r["report"].get("validity") for r in per.values()
+                             if r.get("report", {}).get("validity") is not None), None)
+                for model, per in results.items()}
+    valid_col = any(v is not None for v in validity.values())
     two = len(judges) > 1
     head = "| MAE | " + " | ".join(f"{p} ({REPORT_UNITS[p][1]})" + (f", {j} judge" if two else "")
                                    for p, j in cols) + " |"
     if count_col:
         head += f" atom count hit (samples: K = {k}) |"
-    lines = [head, "|---" * (len(cols) + 1 + count_col) + "|"]
+    if valid_col:
+        head += " EDM validity |"
+    lines = [head, "|---" * (len(cols) + 1 + count_col + valid_col) + "|"]
     flagged_any = False
 
     def base(p, j, key):
@@ -96,6 +103,8 @@ def conditional_table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
             cells.append(cell)
         if count_col:
             cells.append(_count_cell(counts.get(model)))
+        if valid_col:
+            cells.append(_fmt(validity.get(model)))
         flagged_any |= flagged
         lines.append(f"| {name}{' ' + FLAG if flagged else ''} | " + " | ".join(cells) + " |")
 
@@ -156,6 +165,11 @@ def predictor_table(metas: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+#: the rows of a ``conditional.json`` and their titles after the space's name
+ROWS = (("samples", ""), ("samples_k1", " K = 1 (no count selection)"), ("prior", " prior (noise)"),
+        ("reconstruction", " reconstruction (ceiling)"))
+
+
 def _protocol(root: Path, spaces: list[str]) -> str:
     from harness.conditional.protocol import load_targets
 
@@ -171,17 +185,19 @@ def conditional_section(root: Path, spaces: list[str]) -> list[str]:
     from harness.core.io import read_json
 
     results: dict[str, dict[str, Any]] = {}
+    relaxation: dict[str, Any] | None = None
     for name in spaces:
         path = root / name / "conditional.json"
         if path.exists():
             data = read_json(path)
             prop = data["samples"]["property"]
-            results[name] = {prop: data["samples"]}
-            if "samples_k1" in data:     # the same first draws, no count selection
-                results[f"{name} K = 1 (no count selection)"] = {prop: data["samples_k1"]}
-            results[f"{name} prior (noise)"] = {prop: data["prior"]}
-            if "reconstruction" in data:
-                results[f"{name} reconstruction (ceiling)"] = {prop: data["reconstruction"]}
+            # the decoder's raw output first, then the same rows force-field relaxed (their
+            # own rows, never mixed): what LDM-3DG's published pipeline scores
+            for suffix, label in (("", ""), ("_relaxed", ", MMFF-relaxed")):
+                for row, title in ROWS:
+                    if f"{row}{suffix}" in data:
+                        results[f"{name}{title}{label}"] = {prop: data[f"{row}{suffix}"]}
+                        relaxation = relaxation or data[f"{row}{suffix}"].get("relaxation")
     if not results:
         return []
     from harness.conditional.judges import judge_records
@@ -199,10 +215,16 @@ def conditional_section(root: Path, spaces: list[str]) -> list[str]:
              f"vector latents: K latents drawn per target, the first with the requested count "
              f"kept, else the nearest; `conditional.count_candidates`). Each space's control is "
              f"its prior (decoded noise) and its ceiling the judge on its reconstructions of "
-             f"generator-half molecules against their own values. Targets: "
+             f"generator-half molecules against their own values. EDM validity: the share of "
+             f"molecules whose bonds inferred from distances sanitise (EDM's rule). Targets: "
              f"`{_protocol(root, spaces)}` protocol. Judges (`conditional.judges`, each trained "
              f"on Da; its MAE on Db is its QM9 row): {preds}. ⚠ marks a MAE below that judge's "
-             f"own error on real molecules (the judge is being fitted, not the property).",
+             f"own error on real molecules (the judge is being fitted, not the property)." + (
+                 f" Rows marked MMFF-relaxed score the same molecules after a "
+                 f"{relaxation['force_field']} relaxation of the decoded geometry on its decoded "
+                 f"bonds (at most {relaxation['max_iters']} iterations; "
+                 f"`conditional.relaxed_rows`), as LDM-3DG's published pipeline scores its "
+                 f"decoder; the rows above them are the decoder's raw output." if relaxation else ""),
              "", conditional_table(results), ""]
     for name in spaces:
         img = root / "plots" / f"guidance_{name}.png"

@@ -39,6 +39,12 @@ class ConditionalConfig:
             primary judge: ``conditional.json``'s records and the guidance sweep); each is
             trained on ``Da`` through the same code and cache (:data:`JUDGES`;
             :mod:`harness.conditional.judges`).
+        relaxed_rows: also score force-field-relaxed copies of every row of a space whose
+            molecules carry decoded bonds (the invariant space): MMFF94 on the decoded
+            topology, as LDM-3DG's published pipeline scores its decoder's output
+            (:mod:`harness.core.forcefield`). They are their own rows, labelled
+            ``MMFF-relaxed``, beside the raw rows and never mixed with them; spaces without
+            bonds (raw, per_atom) get none.
     """
 
     property: str = ""          # "" = the generator's (single) context property
@@ -51,12 +57,16 @@ class ConditionalConfig:
     atom_count_context: bool = False
     count_candidates: int = 1
     judges: list[str] = field(default_factory=lambda: list(JUDGES))
+    relaxed_rows: bool = True
 
     def __post_init__(self) -> None:
         k = self.count_candidates
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
             raise ConfigError(f"config key 'conditional.count_candidates' must be an integer "
                               f">= 1, got {k!r}")
+        if not isinstance(self.relaxed_rows, bool):
+            raise ConfigError(f"config key 'conditional.relaxed_rows' must be true or false, "
+                              f"got {self.relaxed_rows!r}")
         judges = list(self.judges)
         if not judges or len(set(judges)) != len(judges) or not set(judges) <= set(JUDGES):
             raise ConfigError(f"config key 'conditional.judges' must list distinct predictor "

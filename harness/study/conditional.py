@@ -77,7 +77,9 @@ def targets_for(study: StudyContext, n: int):
 def run_conditional(study: StudyContext, name: str, space: Any, directory: Path) -> dict[str, Any]:
     """The ``conditional`` stage: MAE of the samples (and of the prior control) against the
     requested values, with the baselines, and how often each hit its requested atom count;
-    the guidance sweep when scales are configured (sampled with the same count constraint)."""
+    the guidance sweep when scales are configured (sampled with the same count constraint).
+    With ``conditional.relaxed_rows`` and a space whose molecules carry bonds, every row is
+    scored a second time on its force-field-relaxed molecules (``<row>_relaxed``)."""
     from harness.conditional.count import count_record, sample_with_count
     from harness.conditional.judges import evaluate_judged, get_judges, judge_records
     from harness.conditional.protocol import guidance_sweep
@@ -92,17 +94,27 @@ def run_conditional(study: StudyContext, name: str, space: Any, directory: Path)
     predictor = judges[c.judges[0]]
     targets = load_targets(directory / "targets.npz")
     samples = load_molbatch(directory / "samples.pt")
-    result = evaluate_judged(samples, targets, judges)
     gen = study.load_generator(name)
     kind = gen.spec.kind
-    result["count"] = count_record(samples, targets, kind, c.count_candidates)
-    prior = space.decode(prior_latents(gen, len(targets), study.config.seed))
-    prior_result = evaluate_judged(prior, targets, judges)
-    prior_result["count"] = count_record(prior, targets, kind, 1)
-    out: dict[str, Any] = {"samples": result, "prior": prior_result,
-                           "reconstruction": reconstruction_ceiling(study, space, prop, len(targets),
-                                                                    judges),
-                           "judges": list(judges)}
+    out: dict[str, Any] = {"judges": list(judges)}
+
+    def score(row: str, batch, values, k: int | None):
+        """``out[row]`` (and ``out[row + "_relaxed"]``): ``batch`` judged against ``values``;
+        the atom-count record unless ``k`` is None (the ceiling's targets carry no count)."""
+        out[row] = evaluate_judged(batch, values, judges)
+        if k is not None:
+            out[row]["count"] = count_record(batch, values, kind, k)
+        if c.relaxed_rows and batch.bonds is not None:
+            from harness.core.forcefield import relax_batch
+
+            relaxed, info = relax_batch(batch)
+            out[f"{row}_relaxed"] = {**evaluate_judged(relaxed, values, judges), "relaxation": info}
+            if k is not None:
+                out[f"{row}_relaxed"]["count"] = out[row]["count"]
+
+    score("samples", samples, targets, c.count_candidates)
+    score("prior", space.decode(prior_latents(gen, len(targets), study.config.seed)), targets, 1)
+    score("reconstruction", *reconstruction_batch_values(study, space, prop, len(targets)), None)
     s = study.config.sampling
     table = study.context_table(list(gen.config.context))
 
@@ -114,11 +126,9 @@ def run_conditional(study: StudyContext, name: str, space: Any, directory: Path)
     if c.count_candidates > 1 and kind == "vector" and targets.n_atoms is not None:
         # the same first draws without the count selection (same seed: a paired comparison),
         # so the table shows what the constraint buys
-        one = draw(s.guidance_scale, 1)
-        out["samples_k1"] = evaluate_judged(one, targets, judges)
-        out["samples_k1"]["count"] = count_record(one, targets, kind, 1)
-    out["fitted_judges"] = {row: out[row]["fitted_judges"] for row in
-                            ("samples", "samples_k1", "prior", "reconstruction") if row in out}
+        score("samples_k1", draw(s.guidance_scale, 1), targets, 1)
+    out["fitted_judges"] = {row: rec["fitted_judges"] for row, rec in out.items()
+                            if isinstance(rec, dict) and "fitted_judges" in rec}
     if c.guidance_scales:
         hits: list[Any] = []
 
@@ -133,21 +143,24 @@ def run_conditional(study: StudyContext, name: str, space: Any, directory: Path)
                            for r, h in zip(rows, hits)]
         plot_guidance_sweep(rows, study.root / "plots" / f"guidance_{name}.png", prop)
     atomic_write_json(directory / "conditional.json", out)
-    return {"mae": result["report"].get("mae"), "property": prop,
-            "mae_by_judge": {f: r["report"].get("mae") for f, r in judge_records(result).items()},
-            "count_hit_rate": result["count"]["hit_rate"],
-            "fitted_judges": out["fitted_judges"]}
+    result = out["samples"]
+    summary = {"mae": result["report"].get("mae"), "property": prop,
+               "mae_by_judge": {f: r["report"].get("mae") for f, r in judge_records(result).items()},
+               "count_hit_rate": result["count"]["hit_rate"],
+               "fitted_judges": out["fitted_judges"]}
+    if "samples_relaxed" in out:
+        summary["mae_relaxed_by_judge"] = {f: r["report"].get("mae") for f, r in
+                                           judge_records(out["samples_relaxed"]).items()}
+    return summary
 
 
-def reconstruction_ceiling(study: StudyContext, space: Any, prop: str, n: int, judges) -> dict[str, Any]:
-    """The judges' MAE on ``space``'s reconstructions of ``n`` seeded generator-half
-    molecules against their own ``prop`` values (the conditional reconstruction ceiling).
-    ``judges``: ``family -> TrainedPredictor``, the primary first."""
-    from harness.conditional.judges import evaluate_judged
+def reconstruction_batch_values(study: StudyContext, space: Any, prop: str, n: int):
+    """``space``'s reconstructions of ``n`` seeded generator-half molecules (a ``MolBatch``)
+    and their own ``[n]`` ``prop`` values (dataset units): the ceiling's molecules."""
     from harness.study.controls import reconstruction_batch
 
     train = study.split("train")
     pick = np.sort(np.random.default_rng(study.config.seed).choice(len(train), min(n, len(train)),
                                                                   replace=False))
     values = train.packed.props[pick, train.prop_names.index(prop)].astype(np.float64)
-    return evaluate_judged(reconstruction_batch(space, train, n, pick), values, judges)
+    return reconstruction_batch(space, train, n, pick), values
