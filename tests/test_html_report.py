@@ -152,3 +152,19 @@ def test_controls_table_when_the_study_scored_controls(run_dir, page):
     if not any(isinstance(r.get("controls"), dict) for r in rows.values()):
         pytest.skip("this study version records no controls")
     assert "<h3>Controls</h3>" in text and "raw: samples" in text and "raw: prior" in text
+
+
+def test_markdown_sections_become_escaped_html():
+    """The report.md subset the page reuses: headings, paragraphs, pipe tables, inline
+    strong / em / code; images dropped; everything else escaped."""
+    from harness.report.markdown_html import markdown_html
+
+    page = markdown_html(["## Conditional generation", "", "MAE of `x` <b>raw</b>; *note*.",
+                          "", "| MAE | α |\n|---|---|\n| **invariant, MMFF-relaxed** | 3.2 [2.9, 3.5] ✓ |"
+                          "\n| *EDM, published* | 2.76 |", "", "![plot](plots/a.png)"])
+    assert page.startswith("<h2>Conditional generation</h2>")
+    assert "<code>x</code> &lt;b&gt;raw&lt;/b&gt;; <em>note</em>." in page
+    assert "<th>MAE</th><th>α</th>" in page and "---" not in page
+    assert "<td><strong>invariant, MMFF-relaxed</strong></td><td>3.2 [2.9, 3.5] ✓</td>" in page
+    assert "<td><em>EDM, published</em></td>" in page and "plot" not in page
+    assert markdown_html([]) == ""

@@ -9,8 +9,9 @@ data-l3dg-errors>`` and the number of drawn viewers on ``data-l3dg-viewers`` (th
 test reads both).
 
 Reads only what the study wrote: ``results.json``, ``config.yaml``, ``record.json``,
-``plots/*.png``, ``<space>/samples.sdf`` (through ``harness.core.chem.read_sdf``) and
-``<space>/state.json``.
+``plots/*.png``, ``<space>/samples.sdf`` (through ``harness.core.chem.read_sdf``),
+``<space>/state.json`` and, in a conditional study, ``<space>/conditional.json`` (the
+section ``report.md`` prints, through :mod:`harness.report.markdown_html`).
 """
 from __future__ import annotations
 
@@ -303,11 +304,17 @@ def render(root: Path, limit: int = 24) -> str:
         cards = "".join(_card(name, item, molecules) for item in items)
         galleries.append(_space_heading(name, total, len(items), info, config)
                          + f'<div class="gallery">{cards}</div>')
+    from harness.conditional.report import conditional_section
+    from harness.report.markdown_html import markdown_html
+
+    # the same section report.md prints (raw and MMFF-relaxed rows, both judges)
+    conditional = markdown_html(conditional_section(root, spaces))
     payload = json.dumps(molecules, separators=(",", ":")).replace("</", "<\\/")
     css = (ASSETS / "report.css").read_text()
     js = (ASSETS / "viewer.js").read_text().replace("</script", "<\\/script")
     nav = "".join(f'<a href="#{a}">{t}</a>' for a, t in
-                  (("results", "Results"), ("samples", "Samples"), ("plots", "Plots"), ("time", "Wall time")))
+                  (("results", "Results"), ("conditional", "Conditional") if conditional else (None, None),
+                   ("samples", "Samples"), ("plots", "Plots"), ("time", "Wall time")) if a)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -337,6 +344,7 @@ intervals in brackets where the study recorded them. Hover a cell for full preci
 <details><summary>All metrics</summary>{all_metrics_table(rows)}</details>
 {"<h3>Controls</h3>" + controls if (controls := controls_table(rows)) else ""}
 </section>
+{f'<section id="conditional">{conditional}</section>' if conditional else ""}
 <section id="samples"><h2>Samples</h2>
 <p class="note">Decoded molecules as written to <code>&lt;space&gt;/samples.sdf</code>: bonds from the
 decoder or perceived from coordinates; a sample without bonds is drawn as its atoms.
