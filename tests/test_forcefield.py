@@ -88,3 +88,19 @@ def test_relaxed_rows_is_checked():
     assert ConditionalConfig().relaxed_rows is True
     with pytest.raises(ConfigError, match="relaxed_rows"):
         ConditionalConfig(relaxed_rows="yes")
+
+
+def test_the_default_leaves_older_conditional_fingerprints_alone():
+    """``relaxed_rows`` enters the conditional stage's fingerprint only when switched off, so
+    conditional studies written before it existed resume without a stale-results error."""
+    import dataclasses
+
+    from harness.config import load_config
+    from harness.study.stages import BY_NAME
+
+    config = load_config("qm9-cond-cpu")
+    inputs = BY_NAME["conditional"].inputs
+    assert "relaxed_rows" not in inputs(config, "invariant")[0]
+    off = dataclasses.replace(config, conditional=dataclasses.replace(config.conditional,
+                                                                      relaxed_rows=False))
+    assert inputs(off, "invariant")[0]["relaxed_rows"] is False

@@ -155,3 +155,29 @@ def test_judges_config_is_checked():
     for bad in ([], ["egnn", "egnn"], ["gnn"]):
         with pytest.raises(ConfigError, match="judges"):
             dataclasses.replace(ConditionalConfig(), judges=bad)
+
+
+def test_relaxed_rows_are_labelled_and_a_relaxing_decoder_has_no_raw_rows(tmp_path):
+    """``<row>_relaxed`` records print as ``, MMFF-relaxed`` rows after the raw ones; a space
+    that relaxes in decode (``decoder_relaxed``) has its rows labelled relaxed, not raw."""
+    import json
+
+    from harness.conditional.report import conditional_section
+
+    def rec(mae, **extra):
+        r = _record("egnn", mae, 0.4)
+        r["predictor"].update(fingerprint="f", size="cpu", db_mae=0.4)
+        return {**r, **extra}
+
+    relaxation = {"force_field": "MMFF94", "max_iters": 500}
+    runs = {"a": {"samples": rec(3.0), "samples_relaxed": rec(2.0, relaxation=relaxation),
+                  "prior": rec(20.0)},
+            "b": {"samples": rec(3.0), "prior": rec(20.0), "decoder_relaxed": True}}
+    for name, data in runs.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "conditional.json").write_text(json.dumps(data))
+    text = "\n".join(conditional_section(tmp_path, list(runs)))
+    rows = [line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| **")]
+    assert rows == ["**a**", "**a prior (noise)**", "**a, MMFF-relaxed**",
+                    "**b, MMFF-relaxed (in decode)**", "**b prior (noise), MMFF-relaxed (in decode)**"]
+    assert "rows without the mark are the decoder's raw output" in text

@@ -182,6 +182,7 @@ def _protocol(root: Path, spaces: list[str]) -> str:
 
 def conditional_section(root: Path, spaces: list[str]) -> list[str]:
     """Report lines: one MAE table (spaces and their prior controls beside the baselines)."""
+    from harness.core.forcefield import FORCE_FIELD, MAX_ITERS
     from harness.core.io import read_json
 
     results: dict[str, dict[str, Any]] = {}
@@ -193,7 +194,12 @@ def conditional_section(root: Path, spaces: list[str]) -> list[str]:
             prop = data["samples"]["property"]
             # the decoder's raw output first, then the same rows force-field relaxed (their
             # own rows, never mixed): what LDM-3DG's published pipeline scores
-            for suffix, label in (("", ""), ("_relaxed", ", MMFF-relaxed")):
+            relaxed_label = ", MMFF-relaxed"
+            if data.get("decoder_relaxed"):    # the space's own relax option: no raw rows
+                relaxed_label += " (in decode)"
+                relaxation = relaxation or {"force_field": FORCE_FIELD, "max_iters": MAX_ITERS}
+            for suffix, label in (("", relaxed_label if data.get("decoder_relaxed") else ""),
+                                  ("_relaxed", relaxed_label)):
                 for row, title in ROWS:
                     if f"{row}{suffix}" in data:
                         results[f"{name}{title}{label}"] = {prop: data[f"{row}{suffix}"]}
@@ -224,7 +230,7 @@ def conditional_section(root: Path, spaces: list[str]) -> list[str]:
                  f"{relaxation['force_field']} relaxation of the decoded geometry on its decoded "
                  f"bonds (at most {relaxation['max_iters']} iterations; "
                  f"`conditional.relaxed_rows`), as LDM-3DG's published pipeline scores its "
-                 f"decoder; the rows above them are the decoder's raw output." if relaxation else ""),
+                 f"decoder; rows without the mark are the decoder's raw output." if relaxation else ""),
              "", conditional_table(results), ""]
     for name in spaces:
         img = root / "plots" / f"guidance_{name}.png"

@@ -20,13 +20,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FORCE_FIELD", "optimize_molecule", "relax_batch"]
+__all__ = ["FORCE_FIELD", "MAX_ITERS", "optimize_molecule", "relax_batch"]
 
 #: what the relaxation is, as reports print it
 FORCE_FIELD = "MMFF94 (UFF where MMFF94 lacks parameters)"
+#: optimiser iterations per molecule (the invariant space's ``relax`` option uses the same)
+MAX_ITERS = 500
 
 
-def optimize_molecule(mol, max_iters: int = 500) -> int:
+def optimize_molecule(mol, max_iters: int = MAX_ITERS) -> int:
     """Optimise ``mol``'s first conformer in place (explicit H, sanitised).
 
     Returns:
@@ -42,7 +44,7 @@ def optimize_molecule(mol, max_iters: int = 500) -> int:
     return -1
 
 
-def relax_batch(batch, max_iters: int = 500) -> tuple[Any, dict[str, Any]]:
+def relax_batch(batch, max_iters: int = MAX_ITERS) -> tuple[Any, dict[str, Any]]:
     """The molecules of ``batch`` with force-field-relaxed coordinates.
 
     Args:
@@ -53,8 +55,9 @@ def relax_batch(batch, max_iters: int = 500) -> tuple[Any, dict[str, Any]]:
         ``(relaxed, info)``: ``relaxed`` a ``MolBatch`` like ``batch`` (same order, atoms,
         bonds, charges) with new ``pos`` and ``:relaxed`` names; ``info``: ``molecules``,
         ``relaxed`` (optimised), ``not_converged`` (of those, stopped at ``max_iters``),
-        ``unrelaxed`` (RDKit could not sanitise the molecule or had no parameters: its
-        coordinates are kept as decoded, and it is scored so), ``force_field``,
+        ``unrelaxed`` (no bonds, RDKit could not sanitise the molecule, or no force field
+        has parameters for it: its coordinates are kept as decoded, and it is scored so),
+        ``force_field``,
         ``max_iters``, ``seconds``.
 
     Raises:
@@ -72,19 +75,21 @@ def relax_batch(batch, max_iters: int = 500) -> tuple[Any, dict[str, Any]]:
     pos = batch.pos.detach().to("cpu", torch.float64).numpy().copy()
     codes = []
     for b, record in enumerate(batch.to_records()):
-        try:
-            mol = record_to_mol(record)
-            Chem.SanitizeMol(mol)
-            code = optimize_molecule(mol, max_iters)
-        except Exception:       # RDKit raises several unrelated types for a bad molecule
-            code = -1
+        code = -1               # no bonds: a placeholder (an undecodable topology), or one atom
+        if len(record.bonds):
+            try:
+                mol = record_to_mol(record)
+                Chem.SanitizeMol(mol)
+                code = optimize_molecule(mol, max_iters)
+            except Exception:   # RDKit raises several unrelated types for a bad molecule
+                code = -1
         if code >= 0:
             pos[b, : record.n_atoms] = mol.GetConformer().GetPositions()
         codes.append(code)
     codes_a = np.asarray(codes, np.int64)
     names = [f"{n}:relaxed" for n in (batch.names or [str(b) for b in range(len(batch))])]
-    relaxed = replace(batch, pos=torch.from_numpy(pos).to(batch.pos.dtype) * batch.mask.cpu()[..., None],
-                      names=names)
+    new_pos = torch.from_numpy(pos).to(device=batch.pos.device, dtype=batch.pos.dtype)
+    relaxed = replace(batch, pos=new_pos * batch.mask[..., None], names=names)
     info = {"molecules": len(codes), "relaxed": int((codes_a >= 0).sum()),
             "not_converged": int((codes_a == 1).sum()), "unrelaxed": int((codes_a < 0).sum()),
             "force_field": FORCE_FIELD, "max_iters": int(max_iters),

@@ -96,7 +96,10 @@ def run_conditional(study: StudyContext, name: str, space: Any, directory: Path)
     samples = load_molbatch(directory / "samples.pt")
     gen = study.load_generator(name)
     kind = gen.spec.kind
-    out: dict[str, Any] = {"judges": list(judges)}
+    # a space that relaxes in decode (the invariant space's ``relax`` option) has no raw rows
+    # to add relaxed ones to: its rows are relaxed already, and say so
+    decoder_relaxes = bool(getattr(space, "relax", False))
+    out: dict[str, Any] = {"judges": list(judges), "decoder_relaxed": decoder_relaxes}
 
     def score(row: str, batch, values, k: int | None):
         """``out[row]`` (and ``out[row + "_relaxed"]``): ``batch`` judged against ``values``;
@@ -104,7 +107,7 @@ def run_conditional(study: StudyContext, name: str, space: Any, directory: Path)
         out[row] = evaluate_judged(batch, values, judges)
         if k is not None:
             out[row]["count"] = count_record(batch, values, kind, k)
-        if c.relaxed_rows and batch.bonds is not None:
+        if c.relaxed_rows and batch.bonds is not None and not decoder_relaxes:
             from harness.core.forcefield import relax_batch
 
             relaxed, info = relax_batch(batch)

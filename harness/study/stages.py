@@ -154,6 +154,15 @@ def _generator_inputs(config, name: str) -> list:
 
 _asdict = dataclasses.asdict
 
+
+def _conditional_inputs(config: "StudyConfig", name: str) -> list[Any]:
+    """The conditional stage's fingerprint input: its config section, ``relaxed_rows`` only
+    when switched off, so studies written before the key existed keep their fingerprints."""
+    section = _asdict(config.conditional)
+    if section.get("relaxed_rows") is True:
+        section.pop("relaxed_rows")
+    return [section]
+
 #: the per-space pipeline, in order
 PIPELINE: tuple[Stage, ...] = (
     Stage("fit_space", ("space/space.json",), None,
@@ -165,7 +174,7 @@ PIPELINE: tuple[Stage, ...] = (
           lambda c, n: [_asdict(c.sampling)], _sample),
     Stage("score", ("metrics.json",), "sample", lambda c, n: [_asdict(c.metrics)], _score),
     Stage("controls", ("controls.json",), "score", lambda c, n: [c.controls], _controls),
-    Stage("conditional", ("conditional.json",), "sample", lambda c, n: [_asdict(c.conditional)],
+    Stage("conditional", ("conditional.json",), "sample", _conditional_inputs,
           _conditional, when=_is_conditional),
     Stage("nfe", ("nfe.json",), "train_generator",
           lambda c, n: [_asdict(c.sampling), _asdict(c.metrics)], _nfe,

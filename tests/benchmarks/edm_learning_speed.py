@@ -41,7 +41,11 @@ than stability at a few thousand steps. Steps per second: EDM = steps / wall tim
 two checkpoints included).
 
 ``--side edm`` / ``--side harness`` runs one side (the JSON of a previous run given with
-``--merge`` supplies the other row of the table).
+``--merge`` supplies the other row of the table). ``--harness-checkpoint`` samples a
+previous run's trained harness generator instead of training one; ``--save-samples DIR``
+keeps each side's molecules (``edm.npz`` / ``harness.npz``). Each row also gets the
+samples' structure on EDM's distance bonds (fragments, one-fragment validity, over- and
+under-valent atoms), which is what separates EDM's validity from its stability.
 """
 from __future__ import annotations
 
@@ -137,7 +141,8 @@ class EpochBatches:
 
 # -- scoring -----------------------------------------------------------------------------------
 def score(mol_batch, n_boot: int, seed: int) -> dict[str, Any]:
-    """``edm/v1`` values with the report's 95 % intervals (Wilson; bootstrap for atoms)."""
+    """``edm/v1`` values with the report's 95 % intervals (Wilson; bootstrap for atoms), and
+    the structure of the samples on EDM's distance bonds (:func:`structure`)."""
     from metrics.intervals import bootstrap_intervals, proportion_intervals
     from metrics.samples import Samples
     from metrics.suites import score_molecules
@@ -150,7 +155,57 @@ def score(mol_batch, n_boot: int, seed: int) -> dict[str, Any]:
                if k == "edm.atom_stability"})
     keys = ("edm.atom_stability", "edm.mol_stability", "edm.validity", "edm.valid_unique")
     return {k: {"value": values.get(k, math.nan), "interval": iv.get(k)} for k in keys} | {
-        "n_molecules": len(samples)}
+        "n_molecules": len(samples), "structure": structure(samples)}
+
+
+def structure(samples) -> dict[str, Any]:
+    """What EDM's validity rule sees, on its own distance-table bonds (``qm9`` profile):
+    fragments per molecule, the share of one-fragment molecules and of valid one-fragment
+    ones (Wilson intervals), the largest fragment's share of the atoms, and the share of
+    atoms above / below every valence EDM allows their element (RDKit sanitisation fails on
+    the first; the second passes it, so fragmented, under-bonded samples count as valid)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    from metrics.edm import EdmAnalysis, EdmMetric, tables
+    from metrics.intervals import wilson
+
+    analysis = EdmAnalysis(samples)
+    valid = np.asarray(EdmMetric().analyse(samples)["valid"], bool)
+    allowed = tables("qm9").allowed.numpy()                       # [Z, valence] bool
+    columns = np.arange(allowed.shape[1])
+    lowest = np.where(allowed.any(1), np.where(allowed, columns, 99).min(1), 0)
+    highest = np.where(allowed, columns, -1).max(1)
+    frags, largest, over, under, atoms = [], [], 0, 0, 0
+    for k in range(len(samples)):
+        n, e = int(samples.counts[k]), analysis.edges[k]
+        z = samples.numbers[samples.atoms(k)]
+        graph = coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(n, n))
+        count, label = connected_components(graph, directed=False)
+        frags.append(count)
+        largest.append(np.bincount(label).max() / n)
+        valence = np.bincount(e[:, 0], e[:, 2], n) + np.bincount(e[:, 1], e[:, 2], n)
+        over += int((valence > highest[z]).sum())
+        under += int((valence < lowest[z]).sum())
+        atoms += n
+    frags_a = np.asarray(frags)
+    m = len(frags_a)
+    one = int((frags_a == 1).sum())
+    valid_one = int((valid & (frags_a == 1)).sum())
+    return {"fragments_mean": float(frags_a.mean()), "connected": one / m,
+            "connected_interval": list(wilson(one, m)),
+            "valid_connected": valid_one / m,
+            "valid_connected_interval": list(wilson(valid_one, m)),
+            "largest_fragment_share": float(np.mean(largest)),
+            "atoms_over_valent": over / atoms, "atoms_under_valent": under / atoms}
+
+
+def save_samples(mol_batch, path: Path | None) -> None:
+    """The samples as ``npz`` (atomic numbers, positions Å, mask) for later analysis."""
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(path, numbers=mol_batch.numbers.numpy(), pos=mol_batch.pos.numpy(),
+                            mask=mol_batch.mask.numpy())
 
 
 def mol_batch_from_edm(one_hot, x, node_mask):
@@ -249,6 +304,7 @@ def run_edm(a, train, val) -> dict[str, Any]:
         print(f"[edm] sampled {done}/{a.samples} ({time.perf_counter() - t0:.0f} s)", flush=True)
     sample_s = time.perf_counter() - t0
     mols = mol_batch_from_edm(*(torch.cat(parts[k]) for k in ("one_hot", "x", "node_mask")))
+    save_samples(mols, a.save_samples and a.save_samples / "edm.npz")
     return {"side": "EDM's code", "parameters": n_params, "train_seconds": train_s,
             "steps_per_s": a.steps / train_s, "sample_seconds": sample_s,
             "val_nll": nll_ema, "val_nll_raw": nll_raw,
@@ -277,8 +333,14 @@ def run_harness(a, train, val) -> dict[str, Any]:
     latents = space.encode(train.batch(np.arange(len(train))))
     print(f"[harness] {n_params:,} parameters; training {a.steps} steps "
           f"(grad_clip {gen_cfg.grad_clip}, ema {gen_cfg.ema_decay}, lr {gen_cfg.lr})", flush=True)
-    stats = gen.fit(latents, None, out_dir=work / "generator", max_steps=a.steps,
-                    progress=False)
+    if a.harness_checkpoint:     # a previous run's trained generator: sample and score it
+        from generators import load_generator
+
+        gen = load_generator(a.harness_checkpoint)
+        stats = {"seconds": math.nan, "steps": a.steps, "final_loss": math.nan}
+    else:
+        stats = gen.fit(latents, None, out_dir=work / "generator", max_steps=a.steps,
+                        progress=False)
     train_s = stats["seconds"]
     print(f"[harness] trained {stats['steps']} steps in {train_s:.0f} s "
           f"({stats['steps'] / train_s:.2f} steps/s)", flush=True)
@@ -304,10 +366,12 @@ def run_harness(a, train, val) -> dict[str, Any]:
     sample_s = time.perf_counter() - t0
     print(f"[harness] sampled {a.samples} in {sample_s:.0f} s", flush=True)
     mols = space.decode(lat)
+    save_samples(mols, a.save_samples and a.save_samples / "harness.npz")
     return {"side": "harness (egnn_edm)", "parameters": n_params, "train_seconds": train_s,
             "steps_per_s": stats["steps"] / train_s, "sample_seconds": sample_s,
             "final_loss": stats["final_loss"], "val_nll": nll_ema, "val_nll_raw": nll_raw,
-            "scores": score(mols, a.n_boot, a.seed), "run_dir": str(work)}
+            "scores": score(mols, a.n_boot, a.seed),
+            "run_dir": str(a.harness_checkpoint or work)}
 
 
 # -- table -------------------------------------------------------------------------------------
@@ -350,6 +414,11 @@ def main() -> None:
     p.add_argument("--report-every", type=int, default=100)
     p.add_argument("--out", type=Path, default=None, help="write the rows as JSON")
     p.add_argument("--merge", type=Path, default=None, help="rows of a previous --out to add")
+    p.add_argument("--save-samples", type=Path, default=None,
+                   help="folder for each side's samples (edm.npz / harness.npz)")
+    p.add_argument("--harness-checkpoint", type=Path, default=None,
+                   help="the harness side samples this trained generator instead of training "
+                        "(a previous run's <run_dir>/generator/checkpoints/step*.ckpt)")
     a = p.parse_args()
     a.edm = a.edm.resolve()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
