@@ -43,7 +43,8 @@ two checkpoints included).
 ``--side edm`` / ``--side harness`` runs one side (the JSON of a previous run given with
 ``--merge`` supplies the other row of the table). ``--harness-checkpoint`` samples a
 previous run's trained harness generator instead of training one; ``--save-samples DIR``
-keeps each side's molecules (``edm.npz`` / ``harness.npz``). Each row also gets the
+keeps each side's molecules (``edm.npz`` / ``harness.npz``) and ``--rescore DIR`` scores
+them again without training. Each row also gets the
 samples' structure on EDM's distance bonds (fragments, one-fragment validity, over- and
 under-valent atoms), which is what separates EDM's validity from its stability.
 """
@@ -176,19 +177,21 @@ def structure(samples) -> dict[str, Any]:
     columns = np.arange(allowed.shape[1])
     lowest = np.where(allowed.any(1), np.where(allowed, columns, 99).min(1), 0)
     highest = np.where(allowed, columns, -1).max(1)
-    frags, largest, over, under, atoms = [], [], 0, 0, 0
+    frags, largest, over, under, atoms, bonds = [], [], 0, 0, 0, 0
     for k in range(len(samples)):
         n, e = int(samples.counts[k]), analysis.edges[k]
         z = samples.numbers[samples.atoms(k)]
         graph = coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(n, n))
         count, label = connected_components(graph, directed=False)
         frags.append(count)
-        largest.append(np.bincount(label).max() / n)
+        largest.append(np.bincount(label).max())
+        bonds += len(e)
         valence = np.bincount(e[:, 0], e[:, 2], n) + np.bincount(e[:, 1], e[:, 2], n)
         over += int((valence > highest[z]).sum())
         under += int((valence < lowest[z]).sum())
         atoms += n
-    frags_a = np.asarray(frags)
+    frags_a, largest_a = np.asarray(frags), np.asarray(largest)
+    counts = np.asarray(samples.counts)
     m = len(frags_a)
     one = int((frags_a == 1).sum())
     valid_one = int((valid & (frags_a == 1)).sum())
@@ -196,8 +199,26 @@ def structure(samples) -> dict[str, Any]:
             "connected_interval": list(wilson(one, m)),
             "valid_connected": valid_one / m,
             "valid_connected_interval": list(wilson(valid_one, m)),
-            "largest_fragment_share": float(np.mean(largest)),
-            "atoms_over_valent": over / atoms, "atoms_under_valent": under / atoms}
+            "largest_fragment_share": float(np.mean(largest_a / counts)),
+            "bonds_per_atom": bonds / atoms,
+            "atoms_over_valent": over / atoms, "atoms_under_valent": under / atoms,
+            # what the valid molecules are made of
+            "valid_fragments_mean": float(frags_a[valid].mean()) if valid.any() else math.nan,
+            "valid_largest_fragment_atoms": float(largest_a[valid].mean()) if valid.any() else math.nan,
+            "valid_atoms_mean": float(counts[valid].mean()) if valid.any() else math.nan}
+
+
+def load_samples(path: Path):
+    """A ``MolBatch`` from a ``--save-samples`` file (atomic numbers -> H C N O F)."""
+    from harness.core.types import MolBatch
+
+    d = np.load(path)
+    numbers, mask = torch.as_tensor(d["numbers"]), torch.as_tensor(d["mask"]).bool()
+    lookup = torch.zeros(10, dtype=torch.long)
+    lookup[CHARGES] = torch.arange(len(CHARGES))
+    types = lookup[numbers.clamp(0, 9)] * mask
+    return MolBatch(atom_types=types, pos=torch.as_tensor(d["pos"]).double() * mask[..., None],
+                    mask=mask, elements=ELEMENTS, charges=torch.zeros_like(types), bonds=None)
 
 
 def save_samples(mol_batch, path: Path | None) -> None:
@@ -419,7 +440,13 @@ def main() -> None:
     p.add_argument("--harness-checkpoint", type=Path, default=None,
                    help="the harness side samples this trained generator instead of training "
                         "(a previous run's <run_dir>/generator/checkpoints/step*.ckpt)")
+    p.add_argument("--rescore", type=Path, default=None,
+                   help="score the samples a --save-samples folder holds (no training) and exit")
     a = p.parse_args()
+    if a.rescore:
+        for path in sorted(a.rescore.glob("*.npz")):
+            print(json.dumps({"side": path.stem, **score(load_samples(path), a.n_boot, a.seed)}))
+        return
     a.edm = a.edm.resolve()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     train, val = load_split(a.subset, "train"), load_split(a.subset, "val")
