@@ -226,7 +226,7 @@ def conditional_section(root: Path, spaces: list[str]) -> list[str]:
              f"`{_protocol(root, spaces)}` protocol. Judges (`conditional.judges`, each trained "
              f"on Da; its MAE on Db is its QM9 row): {preds}. ⚠ marks a MAE below that judge's "
              f"own error on real molecules (the judge is being fitted, not the property)." + (
-                 f" Rows marked MMFF-relaxed score the same molecules after a "
+                 f" Rows marked MMFF-relaxed score the same molecules after an "
                  f"{relaxation['force_field']} relaxation of the decoded geometry on its decoded "
                  f"bonds (at most {relaxation['max_iters']} iterations; "
                  f"`conditional.relaxed_rows`), as LDM-3DG's published pipeline scores its "
