@@ -194,12 +194,12 @@ def conditional_section(root: Path, spaces: list[str]) -> list[str]:
             prop = data["samples"]["property"]
             # the decoder's raw output first, then the same rows force-field relaxed (their
             # own rows, never mixed): what LDM-3DG's published pipeline scores
-            relaxed_label = ", MMFF-relaxed"
             if data.get("decoder_relaxed"):    # the space's own relax option: no raw rows
-                relaxed_label += " (in decode)"
+                labels = {"": ", MMFF-relaxed (in decode)"}
                 relaxation = relaxation or {"force_field": FORCE_FIELD, "max_iters": MAX_ITERS}
-            for suffix, label in (("", relaxed_label if data.get("decoder_relaxed") else ""),
-                                  ("_relaxed", relaxed_label)):
+            else:
+                labels = {"": "", "_relaxed": ", MMFF-relaxed"}
+            for suffix, label in labels.items():
                 for row, title in ROWS:
                     if f"{row}{suffix}" in data:
                         results[f"{name}{title}{label}"] = {prop: data[f"{row}{suffix}"]}
