@@ -44,7 +44,9 @@ two checkpoints included).
 ``--merge`` supplies the other row of the table). ``--harness-checkpoint`` samples a
 previous run's trained harness generator instead of training one; ``--save-samples DIR``
 keeps each side's molecules (``edm.npz`` / ``harness.npz``) and ``--rescore DIR`` scores
-them again without training. Each row also gets the
+them again without training. EDM's side keeps its samples after every batch of 100 and its
+training figures in ``<out>.edm.partial.json`` as soon as they exist, so a run cut during
+its long sampling can still be scored (``--rescore``). Each row also gets the
 samples' structure on EDM's distance bonds (fragments, one-fragment validity, over- and
 under-valent atoms), which is what separates EDM's validity from its stability.
 """
@@ -309,6 +311,10 @@ def run_edm(a, train, val) -> dict[str, Any]:
 
     nll_ema, nll_raw = val_nll(model_ema), val_nll(model)
     print(f"[edm] validation NLL: EMA {nll_ema:.1f}, raw {nll_raw:.1f}", flush=True)
+    if a.out:                                    # EDM's sampling is long: keep what exists
+        a.out.with_suffix(".edm.partial.json").write_text(json.dumps(
+            {"parameters": n_params, "train_seconds": train_s, "steps_per_s": a.steps / train_s,
+             "val_nll": nll_ema, "val_nll_raw": nll_raw}, indent=1))
 
     torch.manual_seed(a.seed + 2)
     parts = {"one_hot": [], "x": [], "node_mask": []}
@@ -323,6 +329,9 @@ def run_edm(a, train, val) -> dict[str, Any]:
             parts[key].append(v.detach().cpu())
         done += bs
         print(f"[edm] sampled {done}/{a.samples} ({time.perf_counter() - t0:.0f} s)", flush=True)
+        if done < a.samples:                     # each batch kept: --rescore scores a cut run
+            save_samples(mol_batch_from_edm(*(torch.cat(parts[k]) for k in parts)),
+                         a.save_samples and a.save_samples / "edm.npz")
     sample_s = time.perf_counter() - t0
     mols = mol_batch_from_edm(*(torch.cat(parts[k]) for k in ("one_hot", "x", "node_mask")))
     save_samples(mols, a.save_samples and a.save_samples / "edm.npz")
