@@ -311,10 +311,10 @@ def run_edm(a, train, val) -> dict[str, Any]:
 
     nll_ema, nll_raw = val_nll(model_ema), val_nll(model)
     print(f"[edm] validation NLL: EMA {nll_ema:.1f}, raw {nll_raw:.1f}", flush=True)
+    trained = {"parameters": n_params, "train_seconds": train_s, "steps_per_s": a.steps / train_s,
+               "val_nll": nll_ema, "val_nll_raw": nll_raw}
     if a.out:                                    # EDM's sampling is long: keep what exists
-        a.out.with_suffix(".edm.partial.json").write_text(json.dumps(
-            {"parameters": n_params, "train_seconds": train_s, "steps_per_s": a.steps / train_s,
-             "val_nll": nll_ema, "val_nll_raw": nll_raw}, indent=1))
+        a.out.with_suffix(".edm.partial.json").write_text(json.dumps(trained, indent=1))
 
     torch.manual_seed(a.seed + 2)
     parts = {"one_hot": [], "x": [], "node_mask": []}
@@ -329,15 +329,10 @@ def run_edm(a, train, val) -> dict[str, Any]:
             parts[key].append(v.detach().cpu())
         done += bs
         print(f"[edm] sampled {done}/{a.samples} ({time.perf_counter() - t0:.0f} s)", flush=True)
-        if done < a.samples:                     # each batch kept: --rescore scores a cut run
-            save_samples(mol_batch_from_edm(*(torch.cat(parts[k]) for k in parts)),
-                         a.save_samples and a.save_samples / "edm.npz")
+        mols = mol_batch_from_edm(*(torch.cat(parts[k]) for k in parts))
+        save_samples(mols, a.save_samples and a.save_samples / "edm.npz")  # a cut run: --rescore
     sample_s = time.perf_counter() - t0
-    mols = mol_batch_from_edm(*(torch.cat(parts[k]) for k in ("one_hot", "x", "node_mask")))
-    save_samples(mols, a.save_samples and a.save_samples / "edm.npz")
-    return {"side": "EDM's code", "parameters": n_params, "train_seconds": train_s,
-            "steps_per_s": a.steps / train_s, "sample_seconds": sample_s,
-            "val_nll": nll_ema, "val_nll_raw": nll_raw,
+    return {"side": "EDM's code", **trained, "sample_seconds": sample_s,
             "scores": score(mols, a.n_boot, a.seed)}
 
 
